@@ -1,0 +1,1 @@
+//! govmx policy model and decision engine (placeholder, being written).

@@ -1,0 +1,1 @@
+//! Local network orchestration (placeholder, being written).
