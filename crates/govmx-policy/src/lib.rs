@@ -1,1 +1,45 @@
-//! govmx policy model and decision engine (placeholder, being written).
+//! govmx policy model, signed policy bundles and the pure decision engine.
+//!
+//! A policy bundle is a directory of YAML documents, one kind per file
+//! ([`FederationList`], [`ContactRules`], [`MediaRules`], [`Agencies`], plus the pinned
+//! [`TrustAnchors`]). Documents are parsed strictly by [`parse_document`]; every problem is a
+//! [`PolicyError`] carrying file, line, column and a stable rule id (see [`rules`]).
+//! Several documents form a [`PolicySet`], which checks cross-document consistency and
+//! compiles hash maps once so the decisions ([`PolicySet::may_federate`],
+//! [`PolicySet::may_invite`], [`PolicySet::may_create_room`], [`PolicySet::check_upload`])
+//! are cheap and allocation free on the allow path. [`bundle`] signs and verifies bundles
+//! (Ed25519 over the canonical JSON of a SHA-256 manifest), [`diff`] reports changes between
+//! two versions for a reviewer and [`schema`] generates JSON Schemas from the types.
+//!
+//! **Architecture invariant**: this crate does no I/O, reads no environment and no clock;
+//! callers hand in bytes and `now`.
+
+mod decision;
+mod diag;
+mod document;
+mod model;
+mod position;
+mod set;
+mod units;
+
+pub mod bundle;
+pub mod diff;
+pub mod schema;
+
+pub use decision::{Decision, Verdict};
+pub use diag::{PolicyError, rules};
+pub use document::{Document, MAX_CLOCK_SKEW, ParsedDocument, parse_document};
+pub use model::{
+    API_VERSION, Agencies, Agency, ContactAction, ContactRule, ContactRules, DefaultAction,
+    FederationList, FederationListMetadata, FederationMember, Grant, Kind, MediaRules, Metadata,
+    MimeRules, Organisation, RemoteMedia, RoomCreation, ScannerUnavailable, ServerClass,
+    TrustAnchors, TrustKey,
+};
+pub use set::{PolicySet, check_set};
+pub use units::{
+    AccountPattern, ByteSize, DurationSpec, MimePattern, ServerNameSpec, ServerPattern, Timestamp,
+    UserIdSpec,
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,607 @@
+//! Parsing one policy document: header check, strict deserialisation and the per-document
+//! semantic checks, each error positioned at the offending node.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use serde::de::DeserializeOwned;
+use time::{Duration, OffsetDateTime};
+
+use crate::diag::{PolicyError, rules};
+use crate::model::{
+    API_VERSION, Agencies, ContactRules, FederationList, Kind, MediaRules, ServerClass,
+    TrustAnchors,
+};
+use crate::position::PositionIndex;
+use crate::units::{RULE_TAG, ServerNameSpec, ServerPattern, Timestamp};
+
+/// How far in the future `issued` may lie before the document is refused.
+pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
+
+/// Largest document accepted (policy documents are small; this bounds parser work).
+const MAX_DOCUMENT_BYTES: usize = 16 << 20;
+
+/// A parsed, individually valid policy document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Document {
+    /// A federation list.
+    FederationList(FederationList),
+    /// Contact rules.
+    ContactRules(ContactRules),
+    /// Media rules.
+    MediaRules(MediaRules),
+    /// The agencies.
+    Agencies(Agencies),
+    /// Pinned bundle signer keys.
+    TrustAnchors(TrustAnchors),
+}
+
+impl Document {
+    /// The document's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Document::FederationList(_) => Kind::FederationList,
+            Document::ContactRules(_) => Kind::ContactRules,
+            Document::MediaRules(_) => Kind::MediaRules,
+            Document::Agencies(_) => Kind::Agencies,
+            Document::TrustAnchors(_) => Kind::TrustAnchors,
+        }
+    }
+
+    /// `metadata.version`.
+    pub fn version(&self) -> u64 {
+        match self {
+            Document::FederationList(doc) => doc.metadata.version,
+            Document::ContactRules(doc) => doc.metadata.version,
+            Document::MediaRules(doc) => doc.metadata.version,
+            Document::Agencies(doc) => doc.metadata.version,
+            Document::TrustAnchors(doc) => doc.metadata.version,
+        }
+    }
+}
+
+/// A [`Document`] together with its file name and node positions (for cross-document errors).
+#[derive(Debug, Clone)]
+pub struct ParsedDocument {
+    /// The file name given to [`parse_document`].
+    pub file: String,
+    /// The document.
+    pub document: Document,
+    pub(crate) positions: PositionIndex,
+}
+
+impl ParsedDocument {
+    pub(crate) fn error(
+        &self,
+        path: &str,
+        rule: &'static str,
+        message: impl Into<String>,
+    ) -> PolicyError {
+        PolicyError::new(&self.file, self.positions.pos(path), rule, message)
+    }
+
+    pub(crate) fn line_of(&self, path: &str) -> usize {
+        self.positions.pos(path).0
+    }
+}
+
+/// Parses and checks one policy document. `file` is only used in error messages; `now` is
+/// used for the federation list's expiry and issue-time checks, which are skipped when it is
+/// `None` (for tools that look at old versions, such as `diff`).
+///
+/// Never panics on any input; every problem found is returned, each with its position.
+pub fn parse_document(
+    file: &str,
+    bytes: &[u8],
+    now: Option<OffsetDateTime>,
+) -> Result<ParsedDocument, Vec<PolicyError>> {
+    let fail = |position, rule, message: String| {
+        Err(vec![PolicyError::new(file, position, rule, message)])
+    };
+    if bytes.len() > MAX_DOCUMENT_BYTES {
+        return fail(
+            (1, 1),
+            rules::NOT_A_DOCUMENT,
+            format!("document is larger than {MAX_DOCUMENT_BYTES} bytes"),
+        );
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(error) => {
+            let valid = &bytes[..error.valid_up_to()];
+            let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = valid.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            return fail(
+                (line, column),
+                rules::NOT_UTF8,
+                "file is not valid UTF-8".to_owned(),
+            );
+        }
+    };
+    let positions = match PositionIndex::build(text) {
+        Ok(positions) => positions,
+        Err(error) => return fail(error.position, rules::YAML_SYNTAX, error.message),
+    };
+    if positions.documents > 1 {
+        return fail(
+            (1, 1),
+            rules::NOT_A_DOCUMENT,
+            "file holds more than one YAML document; use one file per document".to_owned(),
+        );
+    }
+    if !positions.root_is_mapping {
+        return fail(
+            (1, 1),
+            rules::NOT_A_DOCUMENT,
+            "expected a mapping with apiVersion, kind and metadata".to_owned(),
+        );
+    }
+    let (Some(api_version), Some(kind)) =
+        (positions.scalar("apiVersion"), positions.scalar("kind"))
+    else {
+        let missing = if positions.scalar("apiVersion").is_none() {
+            "apiVersion"
+        } else {
+            "kind"
+        };
+        return fail(
+            positions.pos(missing),
+            rules::MISSING_HEADER,
+            format!(
+                "missing `{missing}` (every document starts with apiVersion: {API_VERSION} and kind)"
+            ),
+        );
+    };
+    if api_version != API_VERSION {
+        return fail(
+            positions.pos("apiVersion"),
+            rules::UNSUPPORTED_API_VERSION,
+            format!("unsupported apiVersion {api_version:?}, expected {API_VERSION:?}"),
+        );
+    }
+    let Some(kind) = Kind::from_name(kind) else {
+        let known: Vec<_> = Kind::ALL.iter().map(|kind| kind.as_str()).collect();
+        return fail(
+            positions.pos("kind"),
+            rules::UNKNOWN_KIND,
+            format!(
+                "unknown kind {kind:?}, expected one of {}",
+                known.join(", ")
+            ),
+        );
+    };
+    let document = match kind {
+        Kind::FederationList => deserialize(file, text, &positions).map(Document::FederationList),
+        Kind::ContactRules => deserialize(file, text, &positions).map(Document::ContactRules),
+        Kind::MediaRules => deserialize(file, text, &positions).map(Document::MediaRules),
+        Kind::Agencies => deserialize(file, text, &positions).map(Document::Agencies),
+        Kind::TrustAnchors => deserialize(file, text, &positions).map(Document::TrustAnchors),
+    }
+    .map_err(|error| vec![error])?;
+    let parsed = ParsedDocument {
+        file: file.to_owned(),
+        document,
+        positions,
+    };
+    let mut checker = Checker {
+        doc: &parsed,
+        errors: Vec::new(),
+    };
+    match &parsed.document {
+        Document::FederationList(list) => checker.federation_list(list, now),
+        Document::ContactRules(rules) => checker.contact_rules(rules),
+        Document::MediaRules(media) => checker.media_rules(media),
+        Document::Agencies(agencies) => checker.agencies(agencies),
+        Document::TrustAnchors(trust) => checker.trust_anchors(trust),
+    }
+    let errors = checker.errors;
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(sorted(errors))
+    }
+}
+
+pub(crate) fn sorted(mut errors: Vec<PolicyError>) -> Vec<PolicyError> {
+    errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+    errors
+}
+
+fn deserialize<T: DeserializeOwned>(
+    file: &str,
+    text: &str,
+    index: &PositionIndex,
+) -> Result<T, PolicyError> {
+    serde_norway::from_str(text).map_err(|error| serde_error(file, &error, index))
+}
+
+/// Splits `<rule>:<len>:<value><message>` (see `units::tagged`).
+fn split_tag(rest: &str) -> Option<(&str, &str, &str)> {
+    let (rule, rest) = rest.split_once(':')?;
+    let (len, rest) = rest.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let value = rest.get(..len)?;
+    Some((rule, value, &rest[len..]))
+}
+
+/// Turns a `serde_norway` error into a positioned [`PolicyError`] with a rule id.
+fn serde_error(file: &str, error: &serde_norway::Error, index: &PositionIndex) -> PolicyError {
+    let position = error.location().map_or_else(
+        || index.pos(""),
+        |location| (location.line().max(1), location.column().max(1)),
+    );
+    let mut text = error.to_string();
+    if let Some(at) = text.rfind(" at line ") {
+        text.truncate(at);
+    }
+    if let Some(at) = text.find(RULE_TAG) {
+        let prefix = text[..at].trim_end_matches(": ");
+        let rest = &text[at + RULE_TAG.len()..];
+        if let Some((rule, value, message)) = split_tag(rest) {
+            let rule = TAGGED_RULES
+                .iter()
+                .copied()
+                .find(|known| *known == rule)
+                .unwrap_or(rules::INVALID_DOCUMENT);
+            let position = index.find_scalar(prefix, value).unwrap_or(position);
+            let message = if prefix.is_empty() {
+                message.to_owned()
+            } else {
+                format!("{prefix}: {message}")
+            };
+            return PolicyError::new(file, position, rule, message);
+        }
+    }
+    let rule = if text.contains("unknown field") {
+        rules::UNKNOWN_KEY
+    } else if text.contains("missing field") {
+        rules::MISSING_FIELD
+    } else if text.contains("invalid type")
+        || text.contains("invalid value")
+        || text.contains("invalid length")
+    {
+        rules::WRONG_TYPE
+    } else if text.contains("unknown variant") {
+        rules::UNKNOWN_VALUE
+    } else if text.contains("duplicate field") || text.contains("duplicate entry") {
+        rules::DUPLICATE_KEY
+    } else {
+        rules::INVALID_DOCUMENT
+    };
+    let position = if rule == rules::DUPLICATE_KEY {
+        duplicate_key_position(&text, index).unwrap_or(position)
+    } else {
+        position
+    };
+    PolicyError::new(file, position, rule, text)
+}
+
+/// For "servers[0]: duplicate field `class`", the position of the second `class` key.
+fn duplicate_key_position(text: &str, index: &PositionIndex) -> Option<(usize, usize)> {
+    let (prefix, rest) = match text.split_once(": duplicate") {
+        Some((prefix, rest)) => (prefix, rest),
+        None => ("", text),
+    };
+    let name = rest.split('`').nth(1)?;
+    let path = if prefix.is_empty() || prefix == "." {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    };
+    index.duplicate_key_pos(&path)
+}
+
+const TAGGED_RULES: [&str; 8] = [
+    rules::BAD_TIMESTAMP,
+    rules::BAD_DURATION,
+    rules::BAD_SIZE,
+    rules::MALFORMED_SERVER_NAME,
+    rules::MALFORMED_USER_ID,
+    rules::UNANCHORED_WILDCARD,
+    rules::BAD_ACCOUNT_PATTERN,
+    rules::BAD_MIME_PATTERN,
+];
+
+/// Whether `id` is a slug: `[a-z][a-z0-9-]*`, at most 64 characters.
+pub(crate) fn is_slug(id: &str) -> bool {
+    id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Checks `ed25519:<name>` ids and unpadded base64 32-byte keys.
+pub(crate) fn check_key(id: &str, key: &str) -> Result<[u8; 32], String> {
+    let name = id
+        .strip_prefix("ed25519:")
+        .ok_or_else(|| format!("key id {id:?} must have the form \"ed25519:<name>\""))?;
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "key id {id:?}: the name after \"ed25519:\" may only contain A-Z, a-z, 0-9 and _"
+        ));
+    }
+    let bytes = STANDARD_NO_PAD
+        .decode(key)
+        .map_err(|_| format!("key {id:?} is not unpadded base64"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| format!("key {id:?} is {} bytes long, expected 32", bytes.len()))
+}
+
+struct Checker<'a> {
+    doc: &'a ParsedDocument,
+    errors: Vec<PolicyError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &str, rule: &'static str, message: impl Into<String>) {
+        self.errors.push(self.doc.error(path, rule, message));
+    }
+
+    fn key_error(&mut self, path: &str, rule: &'static str, message: impl Into<String>) {
+        self.errors.push(PolicyError::new(
+            &self.doc.file,
+            self.doc.positions.key_pos(path),
+            rule,
+            message,
+        ));
+    }
+
+    /// Reports entries whose key was already seen; `what` names the entry in messages.
+    fn unique(
+        &mut self,
+        entries: impl Iterator<Item = (String, String)>,
+        rule: &'static str,
+        what: &str,
+    ) {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (key, path) in entries {
+            let line = self.doc.line_of(&path);
+            if let Some(first) = seen.get(&key) {
+                self.error(
+                    &path,
+                    rule,
+                    format!("{what} {key:?} is listed twice (first at line {first})"),
+                );
+            } else {
+                seen.insert(key, line);
+            }
+        }
+    }
+
+    fn federation_list(&mut self, list: &FederationList, now: Option<OffsetDateTime>) {
+        if let Some(now) = now {
+            self.freshness(list, now);
+        }
+        self.unique(
+            list.servers.iter().enumerate().map(|(i, s)| {
+                (
+                    s.server_name.0.as_str().to_ascii_lowercase(),
+                    format!("servers[{i}].serverName"),
+                )
+            }),
+            rules::DUPLICATE_SERVER,
+            "server",
+        );
+        self.members(list);
+    }
+
+    fn freshness(&mut self, list: &FederationList, now: OffsetDateTime) {
+        let issued = list.metadata.issued.0;
+        let expires = issued.checked_add(list.metadata.max_age.duration());
+        if issued > now + MAX_CLOCK_SKEW {
+            self.error(
+                "metadata.issued",
+                rules::ISSUED_IN_FUTURE,
+                format!(
+                    "federation list is issued in the future ({}, now is {})",
+                    list.metadata.issued,
+                    Timestamp(now)
+                ),
+            );
+        } else if expires.is_none_or(|expires| expires < now) {
+            let expiry =
+                expires.map_or_else(|| "overflow".to_owned(), |e| Timestamp(e).to_string());
+            self.error(
+                "metadata.issued",
+                rules::EXPIRED_LIST,
+                format!(
+                    "federation list expired at {expiry} (issued {} + maxAge {}); now is {}",
+                    list.metadata.issued,
+                    list.metadata.max_age,
+                    Timestamp(now)
+                ),
+            );
+        }
+    }
+
+    fn members(&mut self, list: &FederationList) {
+        for (i, server) in list.servers.iter().enumerate() {
+            if !is_slug(&server.organisation.id) {
+                self.error(&format!("servers[{i}].organisation.id"), rules::BAD_ID, format!("organisation id {:?} must be a slug: lower-case letters, digits and '-', starting with a letter", server.organisation.id));
+            }
+            for (id, key) in &server.signing_keys {
+                let path = format!("servers[{i}].signingKeys.{id}");
+                if let Err(message) = check_key(id, key) {
+                    if message.starts_with("key id") {
+                        self.key_error(&path, rules::BAD_SIGNING_KEY, message);
+                    } else {
+                        self.error(&path, rules::BAD_SIGNING_KEY, message);
+                    }
+                }
+            }
+            for (j, host) in server.delegated_hosts.iter().enumerate() {
+                let path = format!("servers[{i}].delegatedHosts[{j}]");
+                match ServerNameSpec::parse(host) {
+                    Ok(name) if name.0.port().is_some() => {}
+                    _ => self.error(
+                        &path,
+                        rules::MALFORMED_HOST,
+                        format!("delegated host {host:?} must be \"host:port\""),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn contact_rules(&mut self, doc: &ContactRules) {
+        self.unique(
+            doc.rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), format!("rules[{i}].id"))),
+            rules::DUPLICATE_RULE,
+            "rule id",
+        );
+        self.unique(
+            doc.grants
+                .iter()
+                .enumerate()
+                .map(|(i, g)| (g.id.clone(), format!("grants[{i}].id"))),
+            rules::DUPLICATE_GRANT,
+            "grant id",
+        );
+        let mut first_for_pair: HashMap<(ServerClass, ServerClass), &str> = HashMap::new();
+        for (i, rule) in doc.rules.iter().enumerate() {
+            if let Some(earlier) = first_for_pair.get(&(rule.from, rule.to)) {
+                let message = format!(
+                    "contact rule {:?} ({} → {}) never applies: rule {earlier:?} matches the same classes first",
+                    rule.id, rule.from, rule.to
+                );
+                self.error(&format!("rules[{i}]"), rules::SHADOWED_RULE, message);
+            } else {
+                first_for_pair.insert((rule.from, rule.to), &rule.id);
+            }
+            if !is_slug(&rule.id) {
+                self.error(&format!("rules[{i}].id"), rules::BAD_ID, format!("rule id {:?} must be a slug: lower-case letters, digits and '-', starting with a letter", rule.id));
+            }
+        }
+        for (i, grant) in doc.grants.iter().enumerate() {
+            if !is_slug(&grant.id) {
+                self.error(
+                    &format!("grants[{i}].id"),
+                    rules::BAD_ID,
+                    format!("grant id {:?} must be a slug", grant.id),
+                );
+            }
+            if grant.not_after <= grant.not_before {
+                self.error(
+                    &format!("grants[{i}].notAfter"),
+                    rules::BAD_GRANT_WINDOW,
+                    format!(
+                        "grant {:?}: notAfter ({}) must be after notBefore ({})",
+                        grant.id, grant.not_after, grant.not_before
+                    ),
+                );
+            }
+        }
+    }
+
+    fn media_rules(&mut self, doc: &MediaRules) {
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        let lists = [("allow", &doc.mime.allow), ("block", &doc.mime.block)];
+        for (list_name, list) in lists {
+            for (i, pattern) in list.iter().enumerate() {
+                let path = format!("mime.{list_name}[{i}]");
+                let text = pattern.as_str();
+                if let Some(first) = seen.get(text) {
+                    let first_line = self.doc.line_of(first);
+                    let message = if first.starts_with(&format!("mime.{list_name}[")) {
+                        format!(
+                            "MIME pattern {text:?} is listed twice in {list_name} (first at line {first_line})"
+                        )
+                    } else {
+                        format!(
+                            "MIME pattern {text:?} is both allowed (line {first_line}) and blocked"
+                        )
+                    };
+                    self.error(&path, rules::MIME_CONFLICT, message);
+                } else {
+                    seen.insert(pattern.as_str(), path);
+                }
+            }
+        }
+    }
+
+    fn agencies(&mut self, doc: &Agencies) {
+        self.unique(
+            doc.agencies
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.id.clone(), format!("agencies[{i}].id"))),
+            rules::DUPLICATE_AGENCY,
+            "agency id",
+        );
+        let mut patterns = Vec::new();
+        for (i, agency) in doc.agencies.iter().enumerate() {
+            if !is_slug(&agency.id) {
+                self.error(&format!("agencies[{i}].id"), rules::BAD_ID, format!("agency id {:?} must be a slug: lower-case letters, digits and '-', starting with a letter", agency.id));
+            }
+            for (j, pattern) in agency.server_names.iter().enumerate() {
+                let path = format!("agencies[{i}].serverNames[{j}]");
+                if let Some((other_agency, other_path, other)) = patterns
+                    .iter()
+                    .find(|(_, _, other): &&(&str, String, &ServerPattern)| pattern.overlaps(other))
+                {
+                    let line = self.doc.line_of(other_path);
+                    self.error(&path, rules::OVERLAPPING_PATTERN, format!("server pattern \"{pattern}\" of agency {:?} overlaps \"{other}\" of agency {other_agency:?} (line {line})", agency.id));
+                }
+                patterns.push((agency.id.as_str(), path, pattern));
+            }
+            for (j, account) in agency.official_accounts.iter().enumerate() {
+                if !agency
+                    .server_names
+                    .iter()
+                    .any(|pattern| pattern.matches(account.server()))
+                {
+                    self.error(&format!("agencies[{i}].officialAccounts[{j}]"), rules::ACCOUNT_OUTSIDE_AGENCY, format!("official account pattern \"{account}\" is on server {}, which is not one of agency {:?}'s serverNames", account.server(), agency.id));
+                }
+            }
+        }
+    }
+
+    fn trust_anchors(&mut self, doc: &TrustAnchors) {
+        if doc.threshold == 0 || doc.threshold as usize > doc.keys.len() {
+            self.error(
+                "threshold",
+                rules::BAD_THRESHOLD,
+                format!(
+                    "threshold {} must be between 1 and the number of keys ({})",
+                    doc.threshold,
+                    doc.keys.len()
+                ),
+            );
+        }
+        self.unique(
+            doc.keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.id.clone(), format!("keys[{i}].id"))),
+            rules::DUPLICATE_TRUST_KEY,
+            "key id",
+        );
+        self.unique(
+            doc.keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (k.public_key.clone(), format!("keys[{i}].publicKey"))),
+            rules::DUPLICATE_TRUST_KEY,
+            "public key",
+        );
+        for (i, key) in doc.keys.iter().enumerate() {
+            if let Err(message) = check_key(&key.id, &key.public_key) {
+                let field = if message.starts_with("key id") {
+                    "id"
+                } else {
+                    "publicKey"
+                };
+                self.error(
+                    &format!("keys[{i}].{field}"),
+                    rules::BAD_SIGNING_KEY,
+                    message,
+                );
+            }
+        }
+    }
+}
