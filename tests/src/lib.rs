@@ -1,1 +1,183 @@
 //! Test-side helpers for the end-to-end suite: matrix-sdk clients against a running govmx stack.
+//!
+//! [`TestNet`] wraps a [`Stack`] in its own temporary directory on random loopback addresses,
+//! so tests run in parallel; dropping it kills every process (and prints the logs when the
+//! test failed). The `wait_*` helpers poll with deadlines: `/sync` long-polls, never sleeps.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use govmx_stack::ports::free_loopback_ip;
+use govmx_stack::{ClamdSpec, Homeserver, HomeserverSpec, Stack, StackSpec};
+use matrix_sdk::config::{RequestConfig, SyncSettings};
+use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::{EventId, RoomId};
+use matrix_sdk::{Client, RoomState};
+
+/// How long any awaited federation effect may take.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The password every test user gets.
+pub const PASSWORD: &str = "e2e-password";
+
+/// A stack in a temporary directory. Field order matters: the stack stops before the directory goes.
+#[derive(Debug)]
+pub struct TestNet {
+    /// The running stack.
+    pub stack: Stack,
+    dir: tempfile::TempDir,
+}
+
+impl TestNet {
+    /// The temporary directory (state lives in `state/` below it).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// The homeserver labelled `label`; panics when the test asks for one it did not start.
+    pub fn hs(&self, label: &str) -> &Homeserver {
+        self.stack
+            .homeserver(label)
+            .unwrap_or_else(|| panic!("no homeserver {label:?} in this test"))
+    }
+}
+
+/// What one test wants: homeservers by label (optionally trusting another CA) and clamd.
+#[derive(Debug, Default)]
+pub struct NetSpec {
+    homeservers: Vec<(String, Option<PathBuf>)>,
+    clamd: bool,
+}
+
+impl NetSpec {
+    /// A homeserver trusting the run CA.
+    pub fn homeserver(mut self, label: &str) -> NetSpec {
+        self.homeservers.push((label.to_owned(), None));
+        self
+    }
+
+    /// A homeserver whose `federation_custom_ca_list` is `ca_file` instead of the run CA.
+    pub fn homeserver_trusting(mut self, label: &str, ca_file: PathBuf) -> NetSpec {
+        self.homeservers.push((label.to_owned(), Some(ca_file)));
+        self
+    }
+
+    /// clamd on its own loopback address.
+    pub fn clamd(mut self) -> NetSpec {
+        self.clamd = true;
+        self
+    }
+
+    /// Starts it all (in parallel) in `dir`, on fresh random loopback addresses.
+    pub async fn start_in(self, dir: tempfile::TempDir) -> anyhow::Result<TestNet> {
+        init_tracing();
+        let mut spec = StackSpec::new(dir.path().join("state"));
+        for (label, trusted_ca) in self.homeservers {
+            let ip = free_loopback_ip(&[8448, 8008])?;
+            let mut hs = HomeserverSpec::new(label, (ip, 8448).into(), (ip, 8008).into());
+            if let Some(ca) = trusted_ca {
+                hs = hs.with_trusted_ca(ca);
+            }
+            spec = spec.homeserver(hs);
+        }
+        if self.clamd {
+            let ip = free_loopback_ip(&[3310])?;
+            spec = spec.clamd(ClamdSpec {
+                addr: (ip, 3310).into(),
+            });
+        }
+        let stack = Stack::start(spec).await?;
+        Ok(TestNet { stack, dir })
+    }
+
+    /// [`NetSpec::start_in`] a new temporary directory.
+    pub async fn start(self) -> anyhow::Result<TestNet> {
+        self.start_in(tempfile::tempdir()?).await
+    }
+}
+
+/// Registers `localpart` with the stack's shared-secret registration, then logs in with matrix-sdk.
+pub async fn user(hs: &Homeserver, localpart: &str) -> anyhow::Result<Client> {
+    hs.register_user(localpart, PASSWORD).await?;
+    // Few retries: a federation failure is a 502 the negative control expects to see promptly.
+    let request_config = RequestConfig::new().retry_limit(2).timeout(DEADLINE);
+    let client = Client::builder()
+        .homeserver_url(hs.client_url())
+        .request_config(request_config)
+        .build()
+        .await?;
+    client
+        .matrix_auth()
+        .login_username(localpart, PASSWORD)
+        .initial_device_display_name("govmx-e2e")
+        .await
+        .with_context(|| format!("matrix-sdk login of {}", hs.user_id(localpart)))?;
+    Ok(client)
+}
+
+/// One long-polling sync (returns early when something arrives).
+async fn sync(client: &Client) -> anyhow::Result<()> {
+    client
+        .sync_once(SyncSettings::default().timeout(Duration::from_millis(500)))
+        .await?;
+    Ok(())
+}
+
+/// Syncs until `client` sees an invite to `room_id`, or [`DEADLINE`].
+pub async fn wait_for_invite(client: &Client, room_id: &RoomId) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        sync(client).await?;
+        if client
+            .get_room(room_id)
+            .is_some_and(|room| room.state() == RoomState::Invited)
+        {
+            return Ok(());
+        }
+        if started.elapsed() > DEADLINE {
+            bail!(
+                "no invite to {room_id} for {:?} within {DEADLINE:?}",
+                client.user_id()
+            );
+        }
+    }
+}
+
+/// Syncs and reads the room timeline (`/messages`) until `event_id` shows up; returns its body.
+pub async fn wait_for_message(
+    client: &Client,
+    room_id: &RoomId,
+    event_id: &EventId,
+) -> anyhow::Result<String> {
+    let started = Instant::now();
+    loop {
+        sync(client).await?;
+        if let Some(room) = client.get_room(room_id) {
+            let messages = room.messages(MessagesOptions::backward()).await?;
+            for event in messages.chunk {
+                if event.event_id().as_deref() == Some(event_id) {
+                    let content: serde_json::Value =
+                        event.raw().get_field("content")?.unwrap_or_default();
+                    return Ok(content["body"].as_str().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        if started.elapsed() > DEADLINE {
+            bail!(
+                "{event_id} did not reach {:?} within {DEADLINE:?}",
+                client.user_id()
+            );
+        }
+    }
+}
+
+/// Logs go through the test harness's capture; `GOVMX_LOG` overrides the filter.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GOVMX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,govmx_stack=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

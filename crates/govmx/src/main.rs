@@ -25,6 +25,8 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
     /// Bring up a local sovereign network on loopback and stay in the foreground.
     Up(up::UpArgs),
+    /// Install what `govmx up` and the tests run: the pinned Synapse venv and clamd.
+    Setup(up::SetupArgs),
     /// Print shell completions to stdout.
     Completions {
         /// The shell to generate completions for.
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(args) => policy_cmd::run(args),
         Command::Up(args) => up::run(args),
+        Command::Setup(args) => up::setup(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "govmx", &mut io::stdout());
             Ok(ExitCode::SUCCESS)

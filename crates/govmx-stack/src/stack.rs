@@ -1,0 +1,334 @@
+//! [`Stack`]: the whole local network (run CA, homeservers, clamd) owned by one value.
+//!
+//! State directory layout (reused on the next start, so warm starts are fast):
+//!
+//! ```text
+//! <state>/ca/{ca.pem,ca.key}
+//! <state>/homeservers/<label>/{homeserver.yaml,log.config,homeserver.log,homeserver.db,signing.key,secrets.json,tls/,media/}
+//! <state>/clamd/{clamd.conf,clamd.log,db/}
+//! ```
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use crate::ca::RunCa;
+use crate::clamd::{Clamd, ClamdSpec};
+use crate::ports::check_addr_free;
+use crate::process::{LOG_TAIL_LINES, STOP_GRACE};
+use crate::synapse::{Homeserver, HomeserverSpec};
+use crate::{Result, StackError, prereq};
+
+/// What to bring up.
+#[derive(Debug, Clone)]
+pub struct StackSpec {
+    /// Where CA, keys, databases, configs and logs live.
+    pub state_dir: PathBuf,
+    /// Where the Synapse venv lives (see [`prereq::default_cache_dir`]).
+    pub cache_dir: PathBuf,
+    /// The homeservers, started in parallel.
+    pub homeservers: Vec<HomeserverSpec>,
+    /// clamd, if wanted.
+    pub clamd: Option<ClamdSpec>,
+}
+
+impl StackSpec {
+    /// An empty spec on `state_dir` with the default cache directory.
+    pub fn new(state_dir: impl Into<PathBuf>) -> StackSpec {
+        StackSpec {
+            state_dir: state_dir.into(),
+            cache_dir: prereq::default_cache_dir(),
+            homeservers: Vec::new(),
+            clamd: None,
+        }
+    }
+
+    /// Adds a homeserver.
+    pub fn homeserver(mut self, spec: HomeserverSpec) -> StackSpec {
+        self.homeservers.push(spec);
+        self
+    }
+
+    /// Adds clamd.
+    pub fn clamd(mut self, spec: ClamdSpec) -> StackSpec {
+        self.clamd = Some(spec);
+        self
+    }
+
+    /// Every address the stack will bind, with the component that wants it.
+    pub fn addresses(&self) -> Vec<(SocketAddr, String)> {
+        let mut addresses = Vec::new();
+        for hs in &self.homeservers {
+            addresses.push((
+                hs.client_addr,
+                format!("synapse {} (client listener)", hs.label),
+            ));
+            addresses.push((
+                hs.federation_addr,
+                format!("synapse {} (federation listener)", hs.label),
+            ));
+        }
+        if let Some(clamd) = &self.clamd {
+            addresses.push((clamd.addr, "clamd".to_owned()));
+        }
+        addresses
+    }
+
+    /// Rejects duplicate labels, duplicate addresses and busy addresses, before anything starts.
+    pub fn check(&self) -> Result<()> {
+        let mut labels = HashMap::new();
+        for hs in &self.homeservers {
+            if labels.insert(hs.label.as_str(), ()).is_some()
+                || hs.label.is_empty()
+                || hs.label.contains('/')
+            {
+                return Err(StackError::InvalidSpec(format!(
+                    "homeserver label {:?} is empty, has a slash or is used twice",
+                    hs.label
+                )));
+            }
+        }
+        let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+        for (addr, component) in self.addresses() {
+            if let Some(first) = seen.insert(addr, component.clone()) {
+                return Err(StackError::AddressConflict {
+                    addr,
+                    first,
+                    second: component,
+                });
+            }
+        }
+        for (addr, component) in self.addresses() {
+            check_addr_free(addr, &component)?;
+        }
+        Ok(())
+    }
+}
+
+/// The running network. Dropping it stops every child (SIGTERM, then SIGKILL); when dropped
+/// during a panic (a failing test) it first prints the tail of every child's log to stderr.
+#[derive(Debug)]
+pub struct Stack {
+    state_dir: PathBuf,
+    ca: RunCa,
+    homeservers: Vec<Homeserver>,
+    clamd: Option<Clamd>,
+    http: reqwest::Client,
+}
+
+impl Stack {
+    /// Checks addresses, installs what is missing, then starts all children in parallel and
+    /// waits (with deadlines) until every one is ready.
+    pub async fn start(spec: StackSpec) -> Result<Stack> {
+        spec.check()?;
+        // Children run with their own working directory: every path they see is absolute.
+        let mut spec = spec;
+        spec.state_dir = absolute(&spec.state_dir)?;
+        spec.cache_dir = absolute(&spec.cache_dir)?;
+        for hs in &mut spec.homeservers {
+            if let Some(ca) = &hs.trusted_ca {
+                hs.trusted_ca = Some(absolute(ca)?);
+            }
+        }
+        let python = if spec.homeservers.is_empty() {
+            None
+        } else {
+            let cache_dir = spec.cache_dir.clone();
+            Some(blocking(move || prereq::ensure_synapse(&cache_dir)).await?)
+        };
+        let clamd_bin = match spec.clamd {
+            Some(_) => Some(blocking(prereq::ensure_clamd).await?),
+            None => None,
+        };
+        let state_dir = spec.state_dir.clone();
+        crate::util::create_dir(&state_dir)?;
+        let ca = RunCa::load_or_create(&state_dir.join("ca"), "govmx run CA")?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| StackError::Http {
+                what: "building HTTP client".into(),
+                source,
+            })?;
+
+        // Spawn everything first (the processes start in parallel), then wait for each.
+        let mut stack = Stack {
+            state_dir,
+            ca,
+            homeservers: Vec::new(),
+            clamd: None,
+            http: http.clone(),
+        };
+        if let (Some(clamd_spec), Some(clamd_bin)) = (spec.clamd, &clamd_bin) {
+            stack.clamd = Some(Clamd::spawn(
+                clamd_spec,
+                &stack.state_dir.join("clamd"),
+                clamd_bin,
+            )?);
+        }
+        if let Some(python) = &python {
+            for hs in &spec.homeservers {
+                let dir = stack.state_dir.join("homeservers").join(&hs.label);
+                stack.homeservers.push(Homeserver::spawn(
+                    hs,
+                    &dir,
+                    python,
+                    &stack.ca,
+                    http.clone(),
+                )?);
+            }
+        }
+        for hs in &mut stack.homeservers {
+            hs.wait_healthy().await?;
+        }
+        if let Some(clamd) = &mut stack.clamd {
+            clamd.wait_ready().await?;
+        }
+        Ok(stack)
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The run CA.
+    pub fn ca(&self) -> &RunCa {
+        &self.ca
+    }
+
+    /// All homeservers in spec order.
+    pub fn homeservers(&self) -> &[Homeserver] {
+        &self.homeservers
+    }
+
+    /// The homeserver labelled `label`.
+    pub fn homeserver(&self, label: &str) -> Option<&Homeserver> {
+        self.homeservers.iter().find(|hs| hs.label() == label)
+    }
+
+    /// clamd, if started.
+    pub fn clamd(&self) -> Option<&Clamd> {
+        self.clamd.as_ref()
+    }
+
+    /// A plain HTTP client (no proxy) for the client listeners.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The first child found to have exited, with its status and log tail; `None` if all run.
+    pub fn exited_child(&mut self) -> Option<(String, ExitStatus, String)> {
+        let processes = self
+            .homeservers
+            .iter_mut()
+            .map(Homeserver::process_mut)
+            .chain(self.clamd.as_mut().map(Clamd::process_mut));
+        for process in processes {
+            if let Some(status) = process.exit_status() {
+                return Some((
+                    process.name().to_owned(),
+                    status,
+                    process.log_tail(LOG_TAIL_LINES),
+                ));
+            }
+        }
+        None
+    }
+
+    /// Writes the last `lines` lines of every child's log to stderr.
+    pub fn dump_logs(&self, lines: usize) {
+        let mut stderr = std::io::stderr().lock();
+        let processes = self
+            .homeservers
+            .iter()
+            .map(Homeserver::process)
+            .chain(self.clamd.as_ref().map(Clamd::process));
+        for process in processes {
+            let _ = writeln!(
+                stderr,
+                "----- {} ({}): last {lines} lines -----\n{}",
+                process.name(),
+                process.log_path().display(),
+                process.log_tail(lines)
+            );
+        }
+    }
+
+    /// Stops every child: SIGTERM to all at once, then wait (SIGKILL after the grace period).
+    pub fn shutdown(mut self) {
+        self.stop_all();
+    }
+
+    fn stop_all(&mut self) {
+        let mut processes: Vec<_> = self
+            .homeservers
+            .iter_mut()
+            .map(Homeserver::process_mut)
+            .chain(self.clamd.as_mut().map(Clamd::process_mut))
+            .collect();
+        for process in &mut processes {
+            process.terminate();
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for process in &mut processes {
+            process.wait_or_kill(deadline);
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs(LOG_TAIL_LINES);
+        }
+        self.stop_all();
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(StackError::io("resolving", path))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("install task does not panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_addresses_are_rejected_before_anything_starts() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let spec = StackSpec::new("/nonexistent")
+            .homeserver(HomeserverSpec::new(
+                "a",
+                addr,
+                "127.0.0.1:2".parse().unwrap(),
+            ))
+            .clamd(ClamdSpec { addr });
+        let error = spec.check().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "127.0.0.1:1 is wanted by both synapse a (federation listener) and clamd"
+        );
+    }
+
+    #[test]
+    fn busy_address_names_its_component() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy = listener.local_addr().unwrap();
+        let spec = StackSpec::new("/nonexistent").clamd(ClamdSpec { addr: busy });
+        assert_eq!(
+            spec.check().unwrap_err().to_string(),
+            format!("{busy} is already in use (needed by clamd)")
+        );
+    }
+}
