@@ -1,0 +1,28 @@
+//! Shared plumbing for every govmx service (federation gate, media scanner, agency CA, exporter).
+//!
+//! Main items:
+//! - [`admin::admin_router`] with [`admin::Readiness`]: the admin listener (`/healthz`, `/readyz`,
+//!   `/metrics` in OpenMetrics text from a `prometheus-client` registry);
+//! - [`error::MatrixError`]: `{"errcode","error"}` responses; 5xx bodies stay generic and the
+//!   internal cause is logged exactly once, when the response is built;
+//! - [`telemetry::init_tracing`] with [`telemetry::LogFormat`] (`plain` | `json`, `EnvFilter`);
+//! - [`shutdown::Shutdown`] (SIGTERM + Ctrl-C) and [`shutdown::serve`] with a drain timeout;
+//! - [`config::load_validated`]: strict YAML (`deny_unknown_fields` on the caller's types),
+//!   errors as `file:line:column: message`, then a [`config::Validate`] step — all before any
+//!   port is bound.
+//!
+//! **Architecture invariant**: nothing here knows about a particular service; services own their
+//! `Config` type and router and only borrow these helpers.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use admin::{Readiness, admin_router};
+pub use config::{ConfigError, Validate, load_validated};
+pub use error::MatrixError;
+pub use shutdown::{Shutdown, ShutdownTrigger, serve};
+pub use telemetry::{LogFormat, init_tracing};
