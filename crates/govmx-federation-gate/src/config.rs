@@ -1,0 +1,352 @@
+//! The gate's configuration: one strict YAML document, checked completely before any port is bound.
+//!
+//! See `config.example.yaml` beside `Cargo.toml` for a commented example; a test parses it.
+//! Durations are written as `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d` (`30s`, `72h`).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Our Matrix server name (`127.0.0.2:8448`, `land.example`): the only acceptable
+    /// `destination` of inbound requests, and the origin of outbound ones.
+    pub server_name: String,
+    /// The inbound federation edge.
+    pub inbound: InboundConfig,
+    /// The outbound CONNECT proxy Synapse uses as `https_proxy`; absent means no proxy.
+    #[serde(default)]
+    pub outbound: Option<OutboundConfig>,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/explain`).
+    pub admin: AdminConfig,
+    /// Where the federation list comes from and how fresh it must be.
+    pub policy: PolicyConfig,
+    /// Shadow mode: decide, log and count, but forward everything (for trying a list out).
+    #[serde(default)]
+    pub shadow: bool,
+    /// Append-only JSON-lines audit log of every denial.
+    pub audit_log: PathBuf,
+}
+
+/// The TLS edge in front of Synapse's federation listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Address to accept federation TLS on (port 0 picks a free port; tests use that).
+    pub listen: SocketAddr,
+    /// PEM certificate chain, leaf first.
+    pub tls_cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: PathBuf,
+    /// Synapse's plain HTTP federation listener, `http://host:port`.
+    pub upstream: String,
+    /// Largest request body accepted (bytes); larger ones get 413 `M_TOO_LARGE`.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    /// Time a client gets to send the request head; slower connections are closed.
+    #[serde(default = "default_header_timeout", deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Time a whole upstream exchange may take before 504.
+    #[serde(default = "default_upstream_timeout", deserialize_with = "duration")]
+    pub upstream_timeout: Duration,
+    /// What to do with relayed PDUs/EDUs in `/send` transactions whose author is not on the
+    /// list: `remove` them before Synapse sees the transaction (reported back to the sender),
+    /// or only `report` them (audit log and metrics, forwarded unchanged).
+    ///
+    /// Caveat: Synapse verifies the X-Matrix signature over the *body it receives*; a
+    /// transaction the gate changed no longer matches the sender's signature, so stock Synapse
+    /// refuses it (401) and the sender retries. `remove` therefore needs an upstream that trusts
+    /// the gate's verification (strict mode); with stock Synapse use `report` and drop relayed
+    /// events in the Synapse module.
+    #[serde(default)]
+    pub relayed_events: RelayedEvents,
+    /// Strict mode: verify every X-Matrix signature at the edge with the signing keys pinned in
+    /// the list (requests from origins without pinned keys are refused in strict mode).
+    #[serde(default)]
+    pub strict: bool,
+}
+
+/// Handling of relayed events from unlisted servers (see [`InboundConfig::relayed_events`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayedEvents {
+    /// Remove them from the transaction and report them in the answer.
+    #[default]
+    Remove,
+    /// Only audit and count them; forward the transaction unchanged.
+    Report,
+}
+
+/// The CONNECT proxy for outbound federation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Address of the proxy (loopback; Synapse's `https_proxy: http://<this>`).
+    pub listen: SocketAddr,
+    /// Time to connect to the target.
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+/// The admin listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address (keep it off the public network).
+    pub listen: SocketAddr,
+}
+
+/// The signed federation list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// The signed policy bundle directory (primary source).
+    pub dir: PathBuf,
+    /// The trust anchors (pinned bundle signers and threshold).
+    pub trust: PathBuf,
+    /// Where the gate keeps a copy of the last bundle that verified; used at start when the
+    /// primary source fails. Created if missing.
+    pub last_known_good_dir: PathBuf,
+    /// How often the bundle directory is checked for changes (also on SIGHUP).
+    #[serde(default = "default_reload_interval", deserialize_with = "duration")]
+    pub reload_interval: Duration,
+    /// How long a list stays usable after it was last confirmed from the primary source; past
+    /// that the gate fails closed (every request 503, `/readyz` 503).
+    #[serde(deserialize_with = "duration")]
+    pub max_age: Duration,
+}
+
+fn default_max_body() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Parses `30s`, `500ms`, `5m`, `72h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} does not start with a whole number"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {unit:?} (ms, s, m, h, d)"
+            ));
+        }
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a duration such as 30s, 5m or 72h")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse_duration(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V)
+}
+
+impl govmx_service::Validate for Config {
+    fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if <&ruma_common::ServerName>::try_from(self.server_name.as_str()).is_err() {
+            problems.push(format!(
+                "server_name {:?} is not a valid Matrix server name",
+                self.server_name
+            ));
+        }
+        if let Err(reason) = upstream_authority(&self.inbound.upstream) {
+            problems.push(format!("inbound.upstream: {reason}"));
+        }
+        for (key, path) in [
+            ("inbound.tls_cert", &self.inbound.tls_cert),
+            ("inbound.tls_key", &self.inbound.tls_key),
+            ("policy.trust", &self.policy.trust),
+        ] {
+            if !path.is_file() {
+                problems.push(format!("{key}: {} is not a readable file", path.display()));
+            }
+        }
+        if self.policy.dir.exists() && !self.policy.dir.is_dir() {
+            problems.push(format!(
+                "policy.dir: {} is not a directory",
+                self.policy.dir.display()
+            ));
+        }
+        if self.policy.last_known_good_dir.exists() && !self.policy.last_known_good_dir.is_dir() {
+            problems.push(format!(
+                "policy.last_known_good_dir: {} is not a directory",
+                self.policy.last_known_good_dir.display()
+            ));
+        }
+        if same_dir(&self.policy.dir, &self.policy.last_known_good_dir) {
+            problems.push("policy.last_known_good_dir must differ from policy.dir".to_owned());
+        }
+        if self.inbound.max_body_bytes == 0 {
+            problems.push("inbound.max_body_bytes must be greater than 0".to_owned());
+        }
+        for (key, value) in [
+            (
+                "inbound.header_read_timeout",
+                self.inbound.header_read_timeout,
+            ),
+            ("inbound.upstream_timeout", self.inbound.upstream_timeout),
+            ("policy.reload_interval", self.policy.reload_interval),
+            ("policy.max_age", self.policy.max_age),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key} must be greater than 0"));
+            }
+        }
+        if self.policy.max_age <= self.policy.reload_interval {
+            problems.push("policy.max_age must be longer than policy.reload_interval".to_owned());
+        }
+        if self.audit_log.is_dir() {
+            problems.push(format!(
+                "audit_log: {} is a directory",
+                self.audit_log.display()
+            ));
+        }
+        let mut addrs = vec![
+            ("inbound.listen", self.inbound.listen),
+            ("admin.listen", self.admin.listen),
+        ];
+        if let Some(outbound) = &self.outbound {
+            addrs.push(("outbound.listen", outbound.listen));
+        }
+        for (i, (a, x)) in addrs.iter().enumerate() {
+            for (b, y) in &addrs[i + 1..] {
+                if x == y && x.port() != 0 {
+                    problems.push(format!("{a} and {b} are the same address {x}"));
+                }
+            }
+        }
+        problems
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Checks that `upstream` is `http://host:port` (optionally with a trailing `/`) and returns
+/// the authority.
+pub fn upstream_authority(upstream: &str) -> Result<String, String> {
+    let uri: http::Uri = upstream
+        .parse()
+        .map_err(|e| format!("{upstream:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{upstream:?} must use http:// (Synapse's plain federation listener)"
+        ));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("{upstream:?} has no host"));
+    };
+    if authority.port_u16().is_none() {
+        return Err(format!("{upstream:?} needs an explicit port"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("{upstream:?} must not have a path or query"));
+    }
+    Ok(authority.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("72h"), Ok(Duration::from_secs(72 * 3600)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(2 * 86400)));
+        assert!(parse_duration("30").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("s").unwrap_err().contains("whole number"));
+        assert!(parse_duration("3w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn upstream_urls() {
+        assert_eq!(
+            upstream_authority("http://127.0.0.1:8008"),
+            Ok("127.0.0.1:8008".into())
+        );
+        assert_eq!(
+            upstream_authority("http://127.0.0.1:8008/"),
+            Ok("127.0.0.1:8008".into())
+        );
+        assert!(upstream_authority("https://127.0.0.1:8008").is_err());
+        assert!(upstream_authority("http://127.0.0.1").is_err());
+        assert!(upstream_authority("http://127.0.0.1:8008/x").is_err());
+        assert!(upstream_authority("127.0.0.1:8008").is_err());
+    }
+
+    #[test]
+    fn example_config_parses_and_problems_are_named() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let config: Config = govmx_service::config::from_yaml_str(&text, path).unwrap();
+        assert_eq!(config.server_name, "land.example");
+        assert!(!config.shadow && !config.inbound.strict);
+        assert_eq!(config.policy.max_age, Duration::from_secs(72 * 3600));
+        // The example's files do not exist here, so validation names each of them.
+        let problems = govmx_service::Validate::validate(&config);
+        assert_eq!(
+            problems,
+            [
+                "inbound.tls_cert: /etc/govmx/gate/tls/fullchain.pem is not a readable file",
+                "inbound.tls_key: /etc/govmx/gate/tls/privkey.pem is not a readable file",
+                "policy.trust: /etc/govmx/policy-trust.yaml is not a readable file",
+            ]
+        );
+
+        let bad = text.replace(
+            "server_name: land.example",
+            "server_name: land.example\nsevrer: x",
+        );
+        let err = govmx_service::config::from_yaml_str::<Config>(&bad, "gate.yaml").unwrap_err();
+        assert!(err.to_string().starts_with("gate.yaml:"), "{err}");
+        assert!(err.to_string().contains("unknown field `sevrer`"), "{err}");
+        let bad = text.replace("max_age: 72h", "max_age: 72");
+        let err = govmx_service::config::from_yaml_str::<Config>(&bad, "gate.yaml").unwrap_err();
+        assert!(err.to_string().contains("needs a unit"), "{err}");
+    }
+}

@@ -1,0 +1,89 @@
+//! `govmx-federation-gate`: parse the config, set up logging, bind, serve.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C), 64 for a bad configuration (nothing
+//! was bound), 2 for any other failure. SIGHUP re-checks the policy bundle and reopens the audit
+//! log. Logging: `GOVMX_LOG` (an `EnvFilter`), `--log-format plain|json`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use govmx_federation_gate::Config;
+use govmx_service::{LogFormat, Shutdown};
+
+/// The govmx federation gate: TLS edge and CONNECT proxy enforcing the signed federation list.
+#[derive(Debug, Parser)]
+#[command(name = "govmx-federation-gate", version, about)]
+struct Args {
+    /// The YAML configuration file.
+    #[arg(long, short, env = "GOVMX_GATE_CONFIG")]
+    config: PathBuf,
+    /// Only check the configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log line format: plain or json.
+    #[arg(long, default_value = "plain")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config: Config = match govmx_service::load_validated(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::from(64);
+        }
+    };
+    if args.check {
+        return ExitCode::SUCCESS;
+    }
+    if let Err(error) = govmx_service::init_tracing("GOVMX_LOG", "info", args.log_format) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error: {error}");
+        }
+        return ExitCode::from(2);
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {error:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let gate = govmx_federation_gate::start(config)
+            .await
+            .context("cannot start the gate")?;
+        let shutdown = Shutdown::on_signals();
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("cannot listen for SIGHUP")?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: re-checking the federation list");
+                    gate.reload_now();
+                }
+                () = shutdown.wait() => break,
+            }
+        }
+        gate.shutdown().await;
+        Ok(())
+    })
+}

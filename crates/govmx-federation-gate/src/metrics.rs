@@ -1,0 +1,153 @@
+//! Prometheus metrics of the gate (served by the admin listener's `/metrics`).
+//!
+//! - `govmx_gate_decisions_total{surface,verdict,rule,class,enforced}`: every decision; `surface`
+//!   is `inbound` or `connect`, `class` the peer class from the list (`unlisted`, `unknown`),
+//!   `enforced="false"` in shadow mode;
+//! - `govmx_gate_request_duration_seconds`: inbound request latency including Synapse;
+//! - `govmx_gate_list_version`, `govmx_gate_list_age_seconds`, `govmx_gate_list_fresh` (0 means
+//!   the gate fails closed);
+//! - `govmx_gate_reloads_total{result}` with `result` in `loaded`, `unchanged`, `failed`;
+//! - `govmx_gate_removed_pdus_total`, `govmx_gate_removed_edus_total`: relayed events filtered
+//!   out of transactions;
+//! - `govmx_gate_tunnels_active`: open CONNECT tunnels.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `govmx_gate_decisions_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `inbound` or `connect`.
+    pub surface: String,
+    /// `allow` or `deny`.
+    pub verdict: String,
+    /// The rule id.
+    pub rule: String,
+    /// The peer class.
+    pub class: String,
+    /// `false` in shadow mode.
+    pub enforced: String,
+}
+
+/// Labels of `govmx_gate_reloads_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `loaded`, `unchanged` or `failed`.
+    pub result: String,
+}
+
+/// All metric handles; clones share the underlying values.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Decisions.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Inbound request latency.
+    pub request_duration: Histogram,
+    /// Version of the list in use (-1 when none).
+    pub list_version: Gauge,
+    /// Seconds since the list in use was confirmed from the primary source.
+    pub list_age_seconds: Gauge<f64, AtomicU64>,
+    /// 1 when the list is usable, 0 when the gate fails closed.
+    pub list_fresh: Gauge,
+    /// Reload attempts by result.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// PDUs removed from transactions.
+    pub removed_pdus: Counter,
+    /// EDUs removed (or trimmed) in transactions.
+    pub removed_edus: Counter,
+    /// Open CONNECT tunnels.
+    pub tunnels_active: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them in `registry`.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let metrics = Metrics {
+            decisions: Family::default(),
+            request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            list_version: Gauge::default(),
+            list_age_seconds: Gauge::default(),
+            list_fresh: Gauge::default(),
+            reloads: Family::default(),
+            removed_pdus: Counter::default(),
+            removed_edus: Counter::default(),
+            tunnels_active: Gauge::default(),
+        };
+        metrics.list_version.set(-1);
+        let r = registry;
+        r.register(
+            "govmx_gate_decisions",
+            "Federation decisions",
+            metrics.decisions.clone(),
+        );
+        r.register(
+            "govmx_gate_request_duration_seconds",
+            "Inbound request latency including the upstream",
+            metrics.request_duration.clone(),
+        );
+        r.register(
+            "govmx_gate_list_version",
+            "Version of the federation list in use",
+            metrics.list_version.clone(),
+        );
+        r.register(
+            "govmx_gate_list_age_seconds",
+            "Seconds since the list in use was last confirmed from the primary source",
+            metrics.list_age_seconds.clone(),
+        );
+        r.register(
+            "govmx_gate_list_fresh",
+            "1 when the federation list is usable, 0 when the gate fails closed",
+            metrics.list_fresh.clone(),
+        );
+        r.register(
+            "govmx_gate_reloads",
+            "Federation list reloads by result",
+            metrics.reloads.clone(),
+        );
+        r.register(
+            "govmx_gate_removed_pdus",
+            "Relayed PDUs removed from transactions",
+            metrics.removed_pdus.clone(),
+        );
+        r.register(
+            "govmx_gate_removed_edus",
+            "EDUs removed from transactions",
+            metrics.removed_edus.clone(),
+        );
+        r.register(
+            "govmx_gate_tunnels_active",
+            "Open CONNECT tunnels",
+            metrics.tunnels_active.clone(),
+        );
+        metrics
+    }
+
+    /// Counts a decision.
+    pub fn decision(&self, surface: &str, allowed: bool, rule: &str, class: &str, enforced: bool) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                surface: surface.to_owned(),
+                verdict: if allowed { "allow" } else { "deny" }.to_owned(),
+                rule: rule.to_owned(),
+                class: class.to_owned(),
+                enforced: enforced.to_string(),
+            })
+            .inc();
+    }
+
+    /// Counts a reload attempt.
+    pub fn reload(&self, result: &str) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+    }
+}

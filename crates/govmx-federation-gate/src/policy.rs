@@ -1,0 +1,630 @@
+//! The one module that touches `govmx-policy`: verifying a signed bundle and asking it.
+//!
+//! Everything else in the gate sees only [`PolicyList`], [`ServerEntry`], [`Decision`],
+//! [`Verdict`] and [`PolicyError`], so a change in `govmx-policy`'s API is a change in this file.
+//!
+//! A bundle is what `govmx policy sign` signs: the top-level `*.yaml`/`*.yml` files of a
+//! directory ([`is_bundle_file`]) and `SIGNATURES.json`. [`verify_bundle`] checks the signatures
+//! against the pinned TrustAnchors document (threshold of distinct signers,
+//! `govmx_policy::bundle::verify`), parses every document and builds a `PolicySet` for our own
+//! server. Decisions come from `PolicySet::may_federate`; the gate adds two rules of its own:
+//! `gate.origin.invalid` (not a server name) and `gate.origin.self` (a peer claiming to be us).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use ed25519_dalek::VerifyingKey;
+use govmx_policy::bundle::{self, SIGNATURES_FILE};
+use govmx_policy::{Document, ParsedDocument, PolicySet, parse_document};
+use ruma_common::ServerName;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// Whether verdict allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Allowed.
+    Allow,
+    /// Denied.
+    Deny,
+}
+
+/// A policy decision: verdict, the rule that decided it and a sentence for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// Allow or deny.
+    pub verdict: Verdict,
+    /// Stable rule id (for metrics, audit log and error messages).
+    pub rule: String,
+    /// Why, in one sentence.
+    pub reason: String,
+}
+
+impl Decision {
+    /// Whether the verdict is [`Verdict::Allow`].
+    pub fn allowed(&self) -> bool {
+        self.verdict == Verdict::Allow
+    }
+
+    fn from_policy(decision: govmx_policy::Decision<'_>) -> Decision {
+        Decision {
+            verdict: match decision.verdict {
+                govmx_policy::Verdict::Allow => Verdict::Allow,
+                govmx_policy::Verdict::Deny => Verdict::Deny,
+            },
+            rule: decision.rule.into_owned(),
+            reason: decision.reason.into_owned(),
+        }
+    }
+}
+
+fn deny(rule: &str, reason: String) -> Decision {
+    Decision {
+        verdict: Verdict::Deny,
+        rule: rule.to_owned(),
+        reason,
+    }
+}
+
+/// Why a bundle was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The trust file is not a valid TrustAnchors document.
+    #[error("trust anchors: {0}")]
+    Trust(String),
+    /// Signature, threshold or manifest check failed.
+    #[error("bundle verification failed: {0}")]
+    Verify(String),
+    /// Documents did not parse or are inconsistent (each problem with file:line:column).
+    #[error("policy documents rejected: {0}")]
+    Documents(String),
+}
+
+/// A signing key pinned for a listed server: key id and public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinnedKey {
+    /// `ed25519:<version>`.
+    pub key_id: String,
+    /// The public key.
+    pub key: VerifyingKey,
+}
+
+/// One listed server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerEntry {
+    /// The Matrix server name.
+    pub server_name: String,
+    /// The peer class (`agency`, `citizen`, `infrastructure`), used as a metrics label.
+    pub class: String,
+    /// Federation signing keys pinned in the list.
+    pub signing_keys: Vec<PinnedKey>,
+    /// Hosts (`host` or `host:port`) that federation traffic for this server goes to.
+    pub delegated_hosts: Vec<String>,
+}
+
+/// A verified policy set, seen from our own server.
+#[derive(Debug)]
+pub struct PolicyList {
+    set: PolicySet,
+    version: u64,
+    servers: BTreeMap<String, ServerEntry>,
+}
+
+/// The files of a bundle directory: file name to content.
+pub type BundleFiles = BTreeMap<String, Vec<u8>>;
+
+/// Whether a top-level file of the bundle directory belongs to the bundle (what
+/// `govmx policy sign` covers, plus the signature file).
+pub fn is_bundle_file(name: &str) -> bool {
+    name == SIGNATURES_FILE || name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+/// Verifies a bundle (given as its files) against the trust anchors and builds the policy set
+/// for `own_server`. Pure: no I/O.
+pub fn verify_bundle(
+    files: &BundleFiles,
+    trust: &[u8],
+    own_server: &str,
+    now: SystemTime,
+) -> Result<PolicyList, PolicyError> {
+    let now = OffsetDateTime::from(now);
+    let trust = match parse_document("trust anchors", trust, None) {
+        Ok(ParsedDocument {
+            document: Document::TrustAnchors(trust),
+            ..
+        }) => trust,
+        Ok(other) => {
+            return Err(PolicyError::Trust(format!(
+                "expected a TrustAnchors document, found {}",
+                other.document.kind()
+            )));
+        }
+        Err(errors) => return Err(PolicyError::Trust(join(&errors))),
+    };
+    let signatures = files
+        .get(SIGNATURES_FILE)
+        .ok_or_else(|| PolicyError::Verify(format!("{SIGNATURES_FILE} is missing")))?;
+    let contents: Vec<(&str, &[u8])> = files
+        .iter()
+        .filter(|(name, _)| name.as_str() != SIGNATURES_FILE)
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    let verified = bundle::verify(signatures, &contents, &trust)
+        .map_err(|e| PolicyError::Verify(e.to_string()))?;
+
+    let own = <&ServerName>::try_from(own_server)
+        .map_err(|e| PolicyError::Documents(format!("own server name {own_server:?}: {e}")))?;
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (name, bytes) in contents {
+        match parse_document(name, bytes, Some(now)) {
+            Ok(doc) => docs.push(doc),
+            Err(mut problems) => errors.append(&mut problems),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PolicyError::Documents(join(&errors)));
+    }
+    let set = PolicySet::new(docs, own).map_err(|errors| PolicyError::Documents(join(&errors)))?;
+    let mut servers = BTreeMap::new();
+    for member in &set.federation().servers {
+        let name = member.server_name.as_server_name().to_string();
+        let signing_keys = member
+            .signing_keys
+            .iter()
+            .filter_map(|(key_id, key)| {
+                let bytes: [u8; 32] = STANDARD_NO_PAD.decode(key).ok()?.try_into().ok()?;
+                Some(PinnedKey {
+                    key_id: key_id.clone(),
+                    key: VerifyingKey::from_bytes(&bytes).ok()?,
+                })
+            })
+            .collect();
+        let entry = ServerEntry {
+            server_name: name.clone(),
+            class: member.class.as_str().to_owned(),
+            signing_keys,
+            delegated_hosts: member.delegated_hosts.clone(),
+        };
+        servers.insert(name, entry);
+    }
+    Ok(PolicyList {
+        set,
+        version: verified.bundle_version,
+        servers,
+    })
+}
+
+fn join(errors: &[govmx_policy::PolicyError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl PolicyList {
+    /// The signed bundle version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When the list itself expires (`issued + maxAge` in the signed list).
+    pub fn expires_at(&self) -> SystemTime {
+        let expires = self.set.expires();
+        let secs = expires.unix_timestamp().max(0) as u64;
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(secs)
+            + Duration::from_nanos(u64::from(expires.nanosecond()))
+    }
+
+    /// The entry for a server name.
+    pub fn server(&self, server_name: &str) -> Option<&ServerEntry> {
+        self.servers.get(server_name)
+    }
+
+    /// The peer class label for metrics: the listed class or `unlisted`.
+    pub fn class_of(&self, server_name: &str) -> String {
+        self.server(server_name)
+            .map_or_else(|| "unlisted".to_owned(), |s| s.class.clone())
+    }
+
+    /// The listed server a CONNECT target `host:port` belongs to, if any.
+    ///
+    /// A target matches a server name (`host[:port]`, default port 8448), the host of a server
+    /// name without port on 443 (where Synapse fetches `/.well-known/matrix/server`), or a
+    /// delegated host (`host[:port]`, default port 8448). Hosts compare case-insensitively.
+    pub fn connect_target(&self, host: &str, port: u16) -> Option<&ServerEntry> {
+        let host = host.to_ascii_lowercase();
+        self.servers.values().find(|server| {
+            let (name_host, name_port) = split_host_port(&server.server_name);
+            if name_host == host
+                && (port == name_port.unwrap_or(8448) || (name_port.is_none() && port == 443))
+            {
+                return true;
+            }
+            server.delegated_hosts.iter().any(|delegated| {
+                let (d_host, d_port) = split_host_port(delegated);
+                d_host == host && port == d_port.unwrap_or(8448)
+            })
+        })
+    }
+
+    /// May `origin` send federation traffic to us (inbound requests, and authors of relayed
+    /// events)?
+    pub fn inbound_decision(&self, origin: &str, now: SystemTime) -> Decision {
+        let own = self.set.own_server();
+        let Ok(origin_name) = <&ServerName>::try_from(origin) else {
+            return deny(
+                "gate.origin.invalid",
+                format!("{origin:?} is not a Matrix server name"),
+            );
+        };
+        if origin_name == own {
+            return deny(
+                "gate.origin.self",
+                format!("a peer claims to be this server ({own})"),
+            );
+        }
+        Decision::from_policy(
+            self.set
+                .may_federate(origin_name, own, OffsetDateTime::from(now)),
+        )
+    }
+
+    /// May we send federation traffic to `destination` (outbound CONNECT)?
+    ///
+    /// `PolicySet::may_federate` only decides traffic *to* us; list membership is symmetric, so
+    /// the outbound question is asked as "may `destination` federate with us".
+    pub fn outbound_decision(&self, destination: &str, now: SystemTime) -> Decision {
+        let own = self.set.own_server();
+        let Ok(destination_name) = <&ServerName>::try_from(destination) else {
+            return deny(
+                "gate.destination.invalid",
+                format!("{destination:?} is not a Matrix server name"),
+            );
+        };
+        Decision::from_policy(self.set.may_federate(
+            destination_name,
+            own,
+            OffsetDateTime::from(now),
+        ))
+    }
+
+    /// May `origin` send federation traffic to `destination`? One of them must be us.
+    pub fn may_federate(&self, origin: &str, destination: &str, now: SystemTime) -> Decision {
+        let own = self.set.own_server().as_str();
+        if destination == own {
+            self.inbound_decision(origin, now)
+        } else if origin == own {
+            self.outbound_decision(destination, now)
+        } else {
+            deny(
+                "gate.not-local",
+                format!("neither {origin} nor {destination} is this server ({own})"),
+            )
+        }
+    }
+}
+
+/// Splits `host[:port]` (IPv6 literals in brackets) into a lower-case host and the port.
+pub fn split_host_port(authority: &str) -> (String, Option<u16>) {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, tail)) => (
+                format!("[{v6}]"),
+                tail.strip_prefix(':').and_then(|p| p.parse().ok()),
+            ),
+            None => (authority.to_owned(), None),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host.to_owned(), port.parse().ok()),
+            _ => (authority.to_owned(), None),
+        }
+    };
+    (host.to_ascii_lowercase(), port)
+}
+
+/// Helpers that write signed bundles and trust files in `govmx-policy`'s format, for tests.
+pub mod testing {
+    use std::fmt::Write as _;
+    use std::path::Path;
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    use ed25519_dalek::VerifyingKey;
+    use govmx_policy::bundle::{self, SIGNATURES_FILE, SignerKey};
+
+    /// A server to put on a test list.
+    #[derive(Debug, Clone)]
+    pub struct TestServer {
+        /// Server name.
+        pub server_name: String,
+        /// Class: `agency`, `citizen` or `infrastructure`.
+        pub class: String,
+        /// Pinned federation keys `(key id, public key)`.
+        pub signing_keys: Vec<(String, VerifyingKey)>,
+        /// Delegated hosts.
+        pub delegated_hosts: Vec<String>,
+    }
+
+    impl TestServer {
+        /// A server of class `agency` with no pinned keys and no delegated hosts.
+        pub fn new(server_name: &str) -> Self {
+            TestServer {
+                server_name: server_name.to_owned(),
+                class: "agency".to_owned(),
+                signing_keys: Vec::new(),
+                delegated_hosts: Vec::new(),
+            }
+        }
+    }
+
+    /// A bundle signer.
+    #[derive(Debug)]
+    pub struct TestSigner {
+        /// The signer key (id `ed25519:<name>`).
+        pub key: SignerKey,
+    }
+
+    impl TestSigner {
+        /// A signer `ed25519:<name>` with a key derived from `seed`.
+        pub fn from_seed(name: &str, seed: u8) -> Self {
+            let id = if name.starts_with("ed25519:") {
+                name.to_owned()
+            } else {
+                format!("ed25519:{name}")
+            };
+            TestSigner {
+                key: SignerKey::from_seed(&id, [seed; 32]).expect("valid test signer"),
+            }
+        }
+    }
+
+    /// Writes a TrustAnchors document pinning `signers` with `threshold`.
+    pub fn write_trust(
+        path: &Path,
+        threshold: usize,
+        signers: &[&TestSigner],
+    ) -> std::io::Result<()> {
+        let mut doc = format!(
+            "apiVersion: govmx.de/v1\nkind: TrustAnchors\n\
+             metadata: {{name: test-signers, version: 1, issued: 2026-01-01T00:00:00Z}}\n\
+             threshold: {threshold}\nkeys:\n"
+        );
+        for signer in signers {
+            let _ = writeln!(
+                doc,
+                "  - {{id: \"{}\", publicKey: \"{}\", owner: test}}",
+                signer.key.id(),
+                signer.key.public_key()
+            );
+        }
+        std::fs::write(path, doc)
+    }
+
+    /// Writes (replaces) a complete bundle in `dir`: a federation list (version `version`,
+    /// issued an hour ago, valid 30 days) with `servers`, permissive contact rules, media
+    /// rules, no agencies, and `SIGNATURES.json` signed by `signers`.
+    pub fn write_bundle(
+        dir: &Path,
+        version: u64,
+        servers: &[TestServer],
+        signers: &[&TestSigner],
+    ) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let issued = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+        let issued = issued
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(std::io::Error::other)?;
+        let mut federation = format!(
+            "apiVersion: govmx.de/v1\nkind: FederationList\n\
+             metadata: {{name: test-list, version: {version}, issued: \"{issued}\", maxAge: 30d}}\n\
+             servers:\n"
+        );
+        for (i, server) in servers.iter().enumerate() {
+            let _ = writeln!(
+                federation,
+                "  - serverName: \"{}\"\n    organisation: {{id: org-{i}, displayName: \"Organisation {i}\"}}\n    class: {}",
+                server.server_name, server.class
+            );
+            if !server.signing_keys.is_empty() {
+                federation.push_str("    signingKeys:\n");
+                for (id, key) in &server.signing_keys {
+                    let _ = writeln!(
+                        federation,
+                        "      \"{id}\": \"{}\"",
+                        STANDARD_NO_PAD.encode(key.as_bytes())
+                    );
+                }
+            }
+            if !server.delegated_hosts.is_empty() {
+                let hosts: Vec<String> = server
+                    .delegated_hosts
+                    .iter()
+                    .map(|h| format!("\"{h}\""))
+                    .collect();
+                let _ = writeln!(federation, "    delegatedHosts: [{}]", hosts.join(", "));
+            }
+        }
+        let meta = |kind: &str| {
+            format!(
+                "apiVersion: govmx.de/v1\nkind: {kind}\nmetadata: {{name: test, version: 1, issued: \"{issued}\"}}\n"
+            )
+        };
+        let files = [
+            ("federation.yaml", federation),
+            (
+                "contact-rules.yaml",
+                format!(
+                    "{}default: allow\nrules: []\nroomCreation: {{maxCitizenInvitees: 1}}\n",
+                    meta("ContactRules")
+                ),
+            ),
+            (
+                "media-rules.yaml",
+                format!("{}maxUploadSize: 10MiB\nmime: {{}}\n", meta("MediaRules")),
+            ),
+            (
+                "agencies.yaml",
+                format!("{}agencies: []\n", meta("Agencies")),
+            ),
+        ];
+        let slices: Vec<(&str, &[u8])> = files.iter().map(|(n, t)| (*n, t.as_bytes())).collect();
+        let mut signatures: Option<String> = None;
+        for signer in signers {
+            let outcome = bundle::sign(
+                signatures.as_deref().map(str::as_bytes),
+                version,
+                &slices,
+                &signer.key,
+            )
+            .map_err(std::io::Error::other)?;
+            signatures = Some(outcome.signatures.to_json());
+        }
+        // Documents first, the signature file last, each renamed into place.
+        for (name, text) in &files {
+            write_atomic(&dir.join(name), text.as_bytes())?;
+        }
+        match signatures {
+            Some(json) => write_atomic(&dir.join(SIGNATURES_FILE), json.as_bytes()),
+            None => match std::fs::remove_file(dir.join(SIGNATURES_FILE)) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(error),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        // A hidden temporary name: readers of bundle directories skip dot files.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        let tmp = path.with_file_name(format!(".{name}.tmp"));
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    fn load(dir: &std::path::Path, trust: &std::path::Path) -> Result<PolicyList, PolicyError> {
+        let mut files = BundleFiles::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            if is_bundle_file(&name) {
+                files.insert(name, std::fs::read(entry.path()).unwrap());
+            }
+        }
+        verify_bundle(
+            &files,
+            &std::fs::read(trust).unwrap(),
+            "a.example",
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn threshold_tampering_and_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, c) = (
+            TestSigner::from_seed("alice", 1),
+            TestSigner::from_seed("bob", 2),
+            TestSigner::from_seed("mallory", 3),
+        );
+        let trust = dir.path().join("trust.yaml");
+        write_trust(&trust, 2, &[&a, &b]).unwrap();
+        let bundle = dir.path().join("bundle");
+        let mut b_server = TestServer::new("b.example");
+        b_server
+            .delegated_hosts
+            .push("fed.b.example:443".to_owned());
+        let servers = [
+            TestServer::new("a.example"),
+            b_server,
+            TestServer::new("127.0.0.3:8448"),
+        ];
+
+        write_bundle(&bundle, 7, &servers, &[&a, &b]).unwrap();
+        let list = load(&bundle, &trust).unwrap();
+        assert_eq!(list.version(), 7);
+        let now = SystemTime::now();
+        assert!(list.expires_at() > now);
+        let allowed = list.inbound_decision("b.example", now);
+        assert!(allowed.allowed(), "{allowed:?}");
+        assert_eq!(allowed.rule, "member:b.example");
+        assert!(list.outbound_decision("b.example", now).allowed());
+        assert_eq!(
+            list.inbound_decision("x.example", now).rule,
+            "origin-not-listed"
+        );
+        assert_eq!(
+            list.outbound_decision("x.example", now).rule,
+            "origin-not-listed"
+        );
+        assert_eq!(
+            list.inbound_decision("a.example", now).rule,
+            "gate.origin.self"
+        );
+        assert_eq!(
+            list.inbound_decision("bad name", now).rule,
+            "gate.origin.invalid"
+        );
+        assert_eq!(
+            list.may_federate("b.example", "x.example", now).rule,
+            "gate.not-local"
+        );
+        assert!(list.may_federate("a.example", "b.example", now).allowed());
+
+        let target = |host: &str, port| {
+            list.connect_target(host, port)
+                .map(|s| s.server_name.clone())
+        };
+        assert_eq!(target("b.example", 8448).as_deref(), Some("b.example"));
+        assert_eq!(
+            target("B.Example", 443).as_deref(),
+            Some("b.example"),
+            "well-known lookup"
+        );
+        assert_eq!(
+            target("fed.b.example", 443).as_deref(),
+            Some("b.example"),
+            "delegated host"
+        );
+        assert_eq!(target("fed.b.example", 8448), None);
+        assert_eq!(target("127.0.0.3", 8448).as_deref(), Some("127.0.0.3:8448"));
+        assert_eq!(
+            target("127.0.0.3", 443),
+            None,
+            "no well-known lookup for names with a port"
+        );
+        assert_eq!(target("x.example", 8448), None);
+
+        write_bundle(&bundle, 8, &servers, &[&a]).unwrap();
+        let err = load(&bundle, &trust).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "bundle verification failed: too few signatures: 1 valid signature, 2 required"
+        );
+        write_bundle(&bundle, 8, &servers, &[&a, &c]).unwrap();
+        let err = load(&bundle, &trust).unwrap_err().to_string();
+        assert!(
+            err.contains("ed25519:mallory, which is not a pinned trust anchor key"),
+            "{err}"
+        );
+
+        write_bundle(&bundle, 9, &servers, &[&a, &b]).unwrap();
+        std::fs::write(bundle.join("federation.yaml"), "version: 10\nservers: []\n").unwrap();
+        let err = load(&bundle, &trust).unwrap_err().to_string();
+        assert!(
+            err.contains("federation.yaml: content does not match the signed manifest"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! Test harness: a real gate (in-process, real TLS with a CA made per test), a fake Synapse
+//! upstream that records what reaches it, signed bundles, and polling helpers.
+//!
+//! Every [`Harness`] owns its temp dir and ephemeral ports; dropping it stops the gate and the
+//! fake upstream.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use ed25519_dalek::SigningKey;
+use govmx_federation_gate::config::{
+    AdminConfig, Config, InboundConfig, OutboundConfig, PolicyConfig, RelayedEvents,
+};
+use govmx_federation_gate::policy::testing::{TestServer, TestSigner, write_bundle, write_trust};
+use govmx_federation_gate::{RunningGate, signature};
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+/// Our server name in every test.
+pub const OURS: &str = "land.example";
+/// A listed peer with a pinned key.
+pub const GOOD: &str = "good.example";
+/// Its key id.
+pub const GOOD_KEY_ID: &str = "ed25519:good1";
+/// A listed peer without pinned keys.
+pub const PLAIN: &str = "plain.example";
+/// A server that is never listed.
+pub const EVIL: &str = "evil.example";
+
+/// One request as the fake upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A fake Synapse federation listener on 127.0.0.1:0.
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeUpstream {
+    pub async fn start() -> FakeUpstream {
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let record = seen.clone();
+        let app = axum::Router::new().fallback(move |req: Request| {
+            let record = record.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                record.lock().unwrap().push(Seen {
+                    method: parts.method.to_string(),
+                    uri: parts.uri.to_string(),
+                    headers: parts.headers.clone(),
+                    body: body.clone(),
+                });
+                if parts.uri.path().starts_with("/_matrix/federation/v1/send/") {
+                    // Like Synapse: one (empty) entry per PDU received, keyed by event id.
+                    let txn: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                    let mut pdus = serde_json::Map::new();
+                    for (i, pdu) in txn["pdus"].as_array().into_iter().flatten().enumerate() {
+                        let id = pdu["event_id"]
+                            .as_str()
+                            .map_or_else(|| format!("$accepted{i}"), str::to_owned);
+                        pdus.insert(id, serde_json::json!({}));
+                    }
+                    return axum::Json(serde_json::json!({ "pdus": pdus })).into_response();
+                }
+                axum::Json(serde_json::json!({"upstream": "fake", "path": parts.uri.path()}))
+                    .into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeUpstream { addr, seen, task }
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Knobs for a test gate.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub strict: bool,
+    pub shadow: bool,
+    pub outbound: bool,
+    pub reload_interval: Duration,
+    pub max_age: Duration,
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub relayed_events: RelayedEvents,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            strict: false,
+            shadow: false,
+            outbound: false,
+            reload_interval: Duration::from_secs(3600),
+            max_age: Duration::from_secs(7200),
+            max_body_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(5),
+            relayed_events: RelayedEvents::Remove,
+        }
+    }
+}
+
+pub struct Harness {
+    pub tmp: TempDir,
+    pub upstream: FakeUpstream,
+    pub gate: RunningGate,
+    pub client: reqwest::Client,
+    pub ca_pem: String,
+    pub signers: [TestSigner; 3],
+    pub good_key: SigningKey,
+    pub bundle_dir: PathBuf,
+    pub audit_path: PathBuf,
+    pub version: u64,
+}
+
+/// The default list: GOOD (pinned key) and PLAIN.
+pub fn default_servers(good_key: &SigningKey) -> Vec<TestServer> {
+    let mut good = TestServer::new(GOOD);
+    good.signing_keys
+        .push((GOOD_KEY_ID.to_owned(), good_key.verifying_key()));
+    let mut plain = TestServer::new(PLAIN);
+    plain.class = "citizen".to_owned();
+    vec![TestServer::new(OURS), good, plain]
+}
+
+impl Harness {
+    pub async fn start(options: Options) -> Harness {
+        Self::start_with(options, |_| {}).await
+    }
+
+    /// Starts with `adjust` applied to the default server list.
+    pub async fn start_with(
+        options: Options,
+        adjust: impl FnOnce(&mut Vec<TestServer>),
+    ) -> Harness {
+        let tmp = tempfile::tempdir().unwrap();
+        let (ca_pem, cert_path, key_path) = make_tls(&tmp);
+        let signers = [
+            TestSigner::from_seed("ed25519:alice", 11),
+            TestSigner::from_seed("ed25519:bob", 12),
+            TestSigner::from_seed("ed25519:mallory", 13),
+        ];
+        let good_key = SigningKey::from_bytes(&[42; 32]);
+        let trust = tmp.path().join("trust.yaml");
+        write_trust(&trust, 2, &[&signers[0], &signers[1]]).unwrap();
+        let bundle_dir = tmp.path().join("policy");
+        let mut servers = default_servers(&good_key);
+        adjust(&mut servers);
+        write_bundle(&bundle_dir, 1, &servers, &[&signers[0], &signers[1]]).unwrap();
+        let upstream = FakeUpstream::start().await;
+        let audit_path = tmp.path().join("audit/denials.jsonl");
+        let config = Config {
+            server_name: OURS.to_owned(),
+            inbound: InboundConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                tls_cert: cert_path,
+                tls_key: key_path,
+                upstream: format!("http://{}", upstream.addr),
+                max_body_bytes: options.max_body_bytes,
+                header_read_timeout: options.header_read_timeout,
+                upstream_timeout: Duration::from_secs(10),
+                strict: options.strict,
+                relayed_events: options.relayed_events,
+            },
+            outbound: options.outbound.then(|| OutboundConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                connect_timeout: Duration::from_secs(5),
+            }),
+            admin: AdminConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+            },
+            policy: PolicyConfig {
+                dir: bundle_dir.clone(),
+                trust,
+                last_known_good_dir: tmp.path().join("lkg"),
+                reload_interval: options.reload_interval,
+                max_age: options.max_age,
+            },
+            shadow: options.shadow,
+            audit_log: audit_path.clone(),
+        };
+        let problems = govmx_service::Validate::validate(&config);
+        assert!(problems.is_empty(), "{problems:?}");
+        let gate = govmx_federation_gate::start(config).await.unwrap();
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+            .http1_only()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        Harness {
+            tmp,
+            upstream,
+            gate,
+            client,
+            ca_pem,
+            signers,
+            good_key,
+            bundle_dir,
+            audit_path,
+            version: 1,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("https://{}{}", self.gate.inbound_addr(), path_and_query)
+    }
+
+    pub fn admin_url(&self, path_and_query: &str) -> String {
+        format!("http://{}{}", self.gate.admin_addr(), path_and_query)
+    }
+
+    /// A header signed by GOOD's pinned key.
+    pub fn good_header(
+        &self,
+        method: &str,
+        uri: &str,
+        content: Option<&serde_json::Value>,
+    ) -> String {
+        signature::sign(
+            &self.good_key,
+            GOOD_KEY_ID,
+            method,
+            uri,
+            GOOD,
+            OURS,
+            content,
+        )
+        .unwrap()
+        .to_string()
+    }
+
+    /// A header for `origin` signed with a throwaway key.
+    pub fn header_for(
+        &self,
+        origin: &str,
+        method: &str,
+        uri: &str,
+        content: Option<&serde_json::Value>,
+    ) -> String {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        signature::sign(&key, "ed25519:other", method, uri, origin, OURS, content)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Sends a signed GET from `origin` (GOOD uses its pinned key).
+    pub async fn get_as(&self, origin: &str, path: &str) -> (u16, serde_json::Value) {
+        let header = if origin == GOOD {
+            self.good_header("GET", path, None)
+        } else {
+            self.header_for(origin, "GET", path, None)
+        };
+        let res = self
+            .client
+            .get(self.url(path))
+            .header("authorization", header)
+            .send()
+            .await
+            .unwrap();
+        json_of(res).await
+    }
+
+    /// Rewrites the bundle with `servers`, signed by `signers` (indices into `self.signers`).
+    pub fn publish(&mut self, servers: &[TestServer], signers: &[usize]) {
+        self.version += 1;
+        let signers: Vec<&TestSigner> = signers.iter().map(|i| &self.signers[*i]).collect();
+        write_bundle(&self.bundle_dir, self.version, servers, &signers).unwrap();
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+pub async fn json_of(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json)
+}
+
+/// The value of a metric line (`name{labels} value`) whose name and labels contain all of `parts`.
+pub fn metric_value(metrics: &str, parts: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| parts.iter().all(|p| l.contains(p)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1; returns (CA PEM, cert path, key path).
+pub fn make_tls(tmp: &TempDir) -> (String, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "govmx gate test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    let cert = params.signed_by(&key, &ca).unwrap();
+    let cert_path = tmp.path().join("gate.pem");
+    let key_path = tmp.path().join("gate.key");
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    (ca.pem(), cert_path, key_path)
+}
