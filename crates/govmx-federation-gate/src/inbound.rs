@@ -515,33 +515,6 @@ fn check_signature<'a>(
     }
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and the forwarding headers we set ourselves.
-fn strip_headers(headers: &mut HeaderMap) {
-    let connection_named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in connection_named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
 /// Sends the request to Synapse and relays the answer. `removed` is `Some` for transactions
 /// (whose answer is merged when PDUs were removed).
 async fn forward<B>(
@@ -570,7 +543,7 @@ where
                 .into_response();
         }
     };
-    strip_headers(&mut parts.headers);
+    govmx_service::proxy::strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove("x-forwarded-for");
     parts.headers.remove("x-forwarded-proto");
     parts.headers.remove("x-forwarded-host");
@@ -615,7 +588,7 @@ where
         }
     };
     let (mut parts, body) = response.into_parts();
-    strip_headers(&mut parts.headers);
+    govmx_service::proxy::strip_hop_by_hop(&mut parts.headers);
     match removed {
         Some(removed) if !removed.is_empty() => {
             // Bounded: transaction answers are small.

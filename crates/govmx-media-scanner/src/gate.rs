@@ -835,35 +835,6 @@ fn check_token(state: &Inner, headers: &HeaderMap) -> Result<(), MatrixError> {
     Ok(())
 }
 
-/// Hop-by-hop headers, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::TRANSFER_ENCODING);
-}
-
 /// Sends the request to Synapse and streams the response back. `known_len` replaces the
 /// client's framing with a `Content-Length` (Synapse requires one for uploads).
 async fn forward(
@@ -893,7 +864,7 @@ async fn forward(
         }
     };
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
+    govmx_service::proxy::strip_hop_by_hop(&mut headers);
     if let Some(len) = known_len {
         // The body is complete and checked: plain Content-Length framing, no 100-continue.
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -915,7 +886,7 @@ async fn forward(
     match inner.http.request(req).await {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
+            govmx_service::proxy::strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
         Err(err) => MatrixError::new(
@@ -972,17 +943,5 @@ mod tests {
         assert_eq!(percent_decode("%41%4a%zz%%+f"), "AJ%zz%%+f");
         assert_eq!(percent_decode("%4"), "%4");
         assert_eq!(percent_decode("%ff"), "\u{fffd}");
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_stripped() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
-        h.insert("x-secret", "1".parse().unwrap());
-        h.insert("transfer-encoding", "chunked".parse().unwrap());
-        h.insert("authorization", "Bearer t".parse().unwrap());
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert_eq!(h["authorization"], "Bearer t");
     }
 }

@@ -7,6 +7,7 @@
 //!   internal cause is logged exactly once, when the response is built;
 //! - [`telemetry::init_tracing`] with [`telemetry::LogFormat`] (`plain` | `json`, `EnvFilter`);
 //! - [`shutdown::Shutdown`] (SIGTERM + Ctrl-C) and [`shutdown::serve`] with a drain timeout;
+//! - [`proxy::strip_hop_by_hop`]: what forwarding services drop before passing a request on;
 //! - [`config::load_validated`]: strict YAML (`deny_unknown_fields` on the caller's types),
 //!   errors as `file:line:column: message`, then a [`config::Validate`] step — all before any
 //!   port is bound.
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod proxy;
 pub mod shutdown;
 pub mod telemetry;
 
