@@ -4,12 +4,14 @@
 //! so tests run in parallel; dropping it kills every process (and prints the logs when the
 //! test failed). The `wait_*` helpers poll with deadlines: `/sync` long-polls, never sleeps.
 
+pub mod media;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use govmx_stack::ports::free_loopback_ip;
-use govmx_stack::{ClamdSpec, Homeserver, HomeserverSpec, Stack, StackSpec};
+use govmx_stack::{ClamdSpec, Gate, Homeserver, HomeserverSpec, Stack, StackSpec};
 use matrix_sdk::config::{RequestConfig, SyncSettings};
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::{EventId, RoomId};
@@ -35,6 +37,13 @@ impl TestNet {
         self.dir.path()
     }
 
+    /// The gate in front of the homeserver labelled `label`; panics when it has none.
+    pub fn gate(&self, label: &str) -> &Gate {
+        self.hs(label)
+            .gate()
+            .unwrap_or_else(|| panic!("homeserver {label:?} has no federation gate"))
+    }
+
     /// The homeserver labelled `label`; panics when the test asks for one it did not start.
     pub fn hs(&self, label: &str) -> &Homeserver {
         self.stack
@@ -43,23 +52,50 @@ impl TestNet {
     }
 }
 
-/// What one test wants: homeservers by label (optionally trusting another CA) and clamd.
+/// What one test wants: homeservers by label (optionally trusting another CA, or not on the
+/// run's federation list) and clamd.
 #[derive(Debug, Default)]
 pub struct NetSpec {
-    homeservers: Vec<(String, Option<PathBuf>)>,
+    homeservers: Vec<WantedHomeserver>,
     clamd: bool,
 }
 
+#[derive(Debug)]
+struct WantedHomeserver {
+    label: String,
+    trusted_ca: Option<PathBuf>,
+    unlisted: bool,
+}
+
 impl NetSpec {
-    /// A homeserver trusting the run CA.
+    /// A listed homeserver behind a federation gate, trusting the run CA.
     pub fn homeserver(mut self, label: &str) -> NetSpec {
-        self.homeservers.push((label.to_owned(), None));
+        self.homeservers.push(WantedHomeserver {
+            label: label.to_owned(),
+            trusted_ca: None,
+            unlisted: false,
+        });
         self
     }
 
-    /// A homeserver whose `federation_custom_ca_list` is `ca_file` instead of the run CA.
+    /// A listed homeserver whose `federation_custom_ca_list` is `ca_file` instead of the run CA.
     pub fn homeserver_trusting(mut self, label: &str, ca_file: PathBuf) -> NetSpec {
-        self.homeservers.push((label.to_owned(), Some(ca_file)));
+        self.homeservers.push(WantedHomeserver {
+            label: label.to_owned(),
+            trusted_ca: Some(ca_file),
+            unlisted: false,
+        });
+        self
+    }
+
+    /// A homeserver that runs but is not on the run's federation list (an outsider without a
+    /// gate; see `HomeserverSpec::unlisted`).
+    pub fn unlisted(mut self, label: &str) -> NetSpec {
+        self.homeservers.push(WantedHomeserver {
+            label: label.to_owned(),
+            trusted_ca: None,
+            unlisted: true,
+        });
         self
     }
 
@@ -73,11 +109,14 @@ impl NetSpec {
     pub async fn start_in(self, dir: tempfile::TempDir) -> anyhow::Result<TestNet> {
         init_tracing();
         let mut spec = StackSpec::new(dir.path().join("state"));
-        for (label, trusted_ca) in self.homeservers {
+        for wanted in self.homeservers {
             let ip = free_loopback_ip(&[8448, 8008])?;
-            let mut hs = HomeserverSpec::new(label, (ip, 8448).into(), (ip, 8008).into());
-            if let Some(ca) = trusted_ca {
+            let mut hs = HomeserverSpec::new(wanted.label, (ip, 8448).into(), (ip, 8008).into());
+            if let Some(ca) = wanted.trusted_ca {
                 hs = hs.with_trusted_ca(ca);
+            }
+            if wanted.unlisted {
+                hs = hs.unlisted();
             }
             spec = spec.homeserver(hs);
         }
@@ -170,6 +209,36 @@ pub async fn wait_for_message(
             );
         }
     }
+}
+
+/// Polls `check` (which returns `Some` when done) until it succeeds or `deadline` passes;
+/// between attempts it yields for `interval`.
+pub async fn poll_until<T>(
+    what: &str,
+    deadline: Duration,
+    interval: Duration,
+    mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if started.elapsed() > deadline {
+            bail!("{what}: not reached within {deadline:?}");
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Sum of `govmx_gate_decisions_total` samples of `gate` with all of `labels`.
+pub async fn gate_decisions(gate: &Gate, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+    let metrics = gate.metrics().await?;
+    Ok(govmx_stack::metric_sum(
+        &metrics,
+        "govmx_gate_decisions_total",
+        labels,
+    ))
 }
 
 /// Logs go through the test harness's capture; `GOVMX_LOG` overrides the filter.

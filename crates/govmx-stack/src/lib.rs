@@ -6,6 +6,8 @@
 //! - [`ca`]: the run CA ([`RunCa`]) and per-homeserver server certificates with an IP SAN.
 //! - [`synapse`]: [`HomeserverSpec`] → rendered `homeserver.yaml` ([`render_homeserver_yaml`]) →
 //!   a running [`Homeserver`] with shared-secret user registration.
+//! - [`policy`]: the run's bundle signers, trust file and signed federation list ([`RunPolicy`]).
+//! - [`gate`]: the govmx federation gate in front of a homeserver, in-process ([`Gate`]).
 //! - [`clamd`]: a loopback `clamd` with the EICAR test signature, `zPING` and `zINSTREAM`.
 //! - [`process`]: [`Supervised`] children in their own process group, logs to a file, stopped on
 //!   drop (SIGTERM, then SIGKILL), and via `setpriv --pdeathsig` also when the parent is killed.
@@ -19,6 +21,8 @@ pub mod ca;
 pub mod clamd;
 pub mod demo;
 mod error;
+pub mod gate;
+pub mod policy;
 pub mod ports;
 pub mod prereq;
 pub mod process;
@@ -30,6 +34,8 @@ pub use ca::{RunCa, ServerCert};
 pub use clamd::{Clamd, ClamdSpec, ScanVerdict, eicar_test_file};
 pub use demo::{DemoOutcome, run_demo};
 pub use error::StackError;
+pub use gate::{Gate, metric_sum};
+pub use policy::{ListedServer, RunPolicy, Signers};
 pub use ports::{check_addr_free, free_loopback_ip, random_loopback_ip};
 pub use prereq::{SYNAPSE_VERSION, default_cache_dir, ensure_clamd, ensure_synapse};
 pub use process::Supervised;

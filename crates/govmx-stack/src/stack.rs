@@ -4,7 +4,9 @@
 //!
 //! ```text
 //! <state>/ca/{ca.pem,ca.key}
+//! <state>/policy/{trust.yaml,signers/,bundles/,bundle}   the run's signed federation list
 //! <state>/homeservers/<label>/{homeserver.yaml,log.config,homeserver.log,homeserver.db,signing.key,secrets.json,tls/,media/}
+//! <state>/homeservers/<label>/gate/{gate.yaml,audit.jsonl,last-known-good/}
 //! <state>/clamd/{clamd.conf,clamd.log,db/}
 //! ```
 
@@ -17,9 +19,11 @@ use std::time::{Duration, Instant};
 
 use crate::ca::RunCa;
 use crate::clamd::{Clamd, ClamdSpec};
+use crate::gate::Gate;
+use crate::policy::{ListedServer, RunPolicy, Signers};
 use crate::ports::check_addr_free;
 use crate::process::{LOG_TAIL_LINES, STOP_GRACE};
-use crate::synapse::{Homeserver, HomeserverSpec};
+use crate::synapse::{FederationFront, Homeserver, HomeserverSpec};
 use crate::{Result, StackError, prereq};
 
 /// What to bring up.
@@ -66,10 +70,11 @@ impl StackSpec {
                 hs.client_addr,
                 format!("synapse {} (client listener)", hs.label),
             ));
-            addresses.push((
-                hs.federation_addr,
-                format!("synapse {} (federation listener)", hs.label),
-            ));
+            let federation = match hs.front {
+                FederationFront::Gate => format!("federation gate {} (inbound)", hs.label),
+                _ => format!("synapse {} (federation listener)", hs.label),
+            };
+            addresses.push((hs.federation_addr, federation));
         }
         if let Some(clamd) = &self.clamd {
             addresses.push((clamd.addr, "clamd".to_owned()));
@@ -87,6 +92,12 @@ impl StackSpec {
             {
                 return Err(StackError::InvalidSpec(format!(
                     "homeserver label {:?} is empty, has a slash or is used twice",
+                    hs.label
+                )));
+            }
+            if hs.front == FederationFront::Gate && !hs.listed {
+                return Err(StackError::InvalidSpec(format!(
+                    "homeserver {:?} is behind a gate but not listed: its gate would refuse all federation",
                     hs.label
                 )));
             }
@@ -114,6 +125,7 @@ impl StackSpec {
 pub struct Stack {
     state_dir: PathBuf,
     ca: RunCa,
+    policy: RunPolicy,
     homeservers: Vec<Homeserver>,
     clamd: Option<Clamd>,
     http: reqwest::Client,
@@ -146,6 +158,18 @@ impl Stack {
         let state_dir = spec.state_dir.clone();
         crate::util::create_dir(&state_dir)?;
         let ca = RunCa::load_or_create(&state_dir.join("ca"), "govmx run CA")?;
+        // The run's federation list names every listed homeserver with its real signing key;
+        // it is published before any gate starts, so gates come up with a verified list.
+        let policy = RunPolicy::load_or_create(&state_dir.join("policy"))?;
+        let mut listed = Vec::new();
+        for hs in &spec.homeservers {
+            let listing =
+                crate::synapse::prepare(hs, &state_dir.join("homeservers").join(&hs.label))?;
+            if hs.listed {
+                listed.push(listing);
+            }
+        }
+        policy.publish(&listed)?;
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
@@ -159,6 +183,7 @@ impl Stack {
         let mut stack = Stack {
             state_dir,
             ca,
+            policy,
             homeservers: Vec::new(),
             clamd: None,
             http: http.clone(),
@@ -173,13 +198,10 @@ impl Stack {
         if let Some(python) = &python {
             for hs in &spec.homeservers {
                 let dir = stack.state_dir.join("homeservers").join(&hs.label);
-                stack.homeservers.push(Homeserver::spawn(
-                    hs,
-                    &dir,
-                    python,
-                    &stack.ca,
-                    http.clone(),
-                )?);
+                stack.homeservers.push(
+                    Homeserver::spawn(hs, &dir, python, &stack.ca, &stack.policy, http.clone())
+                        .await?,
+                );
             }
         }
         for hs in &mut stack.homeservers {
@@ -211,6 +233,42 @@ impl Stack {
         self.homeservers.iter().find(|hs| hs.label() == label)
     }
 
+    /// The run's policy (signers, trust file, bundle directory).
+    pub fn policy(&self) -> &RunPolicy {
+        &self.policy
+    }
+
+    /// The list entries of the homeservers the spec marked as listed.
+    pub fn listed_servers(&self) -> Result<Vec<ListedServer>> {
+        self.homeservers
+            .iter()
+            .filter(|hs| hs.spec().listed)
+            .map(Homeserver::listing)
+            .collect()
+    }
+
+    /// Publishes a new federation list naming `servers`, signed by `signers`, and makes every
+    /// gate check it now (gates also notice it within [`crate::gate::RELOAD_INTERVAL`]).
+    /// Returns the new bundle version.
+    pub fn publish_federation_list(
+        &self,
+        servers: &[ListedServer],
+        signers: Signers,
+    ) -> Result<u64> {
+        let version = self.policy.publish_signed_by(servers, signers)?;
+        for gate in self.homeservers.iter().filter_map(Homeserver::gate) {
+            gate.reload_now();
+        }
+        Ok(version)
+    }
+
+    /// The gates, in spec order (homeservers without one are skipped).
+    pub fn gates(&self) -> impl Iterator<Item = (&Homeserver, &Gate)> {
+        self.homeservers
+            .iter()
+            .filter_map(|hs| hs.gate().map(|gate| (hs, gate)))
+    }
+
     /// clamd, if started.
     pub fn clamd(&self) -> Option<&Clamd> {
         self.clamd.as_ref()
@@ -219,6 +277,27 @@ impl Stack {
     /// A plain HTTP client (no proxy) for the client listeners.
     pub fn http(&self) -> &reqwest::Client {
         &self.http
+    }
+
+    /// An HTTPS client for raw federation requests to the gates (or TLS listeners): trusts
+    /// only the run CA, no proxy.
+    pub fn federation_client(&self) -> Result<reqwest::Client> {
+        let pem = std::fs::read(self.ca.cert_path())
+            .map_err(StackError::io("reading", self.ca.cert_path()))?;
+        let what = || format!("loading the run CA {}", self.ca.cert_path().display());
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(|source| StackError::Http {
+            what: what(),
+            source,
+        })?;
+        reqwest::Client::builder()
+            .no_proxy()
+            .tls_certs_only([ca])
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| StackError::Http {
+                what: what(),
+                source,
+            })
     }
 
     /// The first child found to have exited, with its status and log tail; `None` if all run.
@@ -240,7 +319,7 @@ impl Stack {
         None
     }
 
-    /// Writes the last `lines` lines of every child's log to stderr.
+    /// Writes the last `lines` lines of every child's log and every gate's audit log to stderr.
     pub fn dump_logs(&self, lines: usize) {
         let mut stderr = std::io::stderr().lock();
         let processes = self
@@ -255,6 +334,15 @@ impl Stack {
                 process.name(),
                 process.log_path().display(),
                 process.log_tail(lines)
+            );
+        }
+        for (hs, gate) in self.gates() {
+            let _ = writeln!(
+                stderr,
+                "----- federation gate {} audit ({}): last {lines} lines -----\n{}",
+                hs.label(),
+                gate.audit_log_path().display(),
+                crate::util::tail(gate.audit_log_path(), lines)
             );
         }
     }
@@ -317,7 +405,7 @@ mod tests {
         let error = spec.check().unwrap_err();
         assert_eq!(
             error.to_string(),
-            "127.0.0.1:1 is wanted by both synapse a (federation listener) and clamd"
+            "127.0.0.1:1 is wanted by both federation gate a (inbound) and clamd"
         );
     }
 

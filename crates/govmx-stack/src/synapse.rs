@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::ca::{RunCa, ServerCert};
+use crate::gate::{Gate, GateWiring};
+use crate::policy::{ListedServer, RunPolicy, synapse_public_key};
 use crate::process::Supervised;
 use crate::util::{create_dir, random_hex, write_file, yaml_str};
 use crate::{Result, StackError};
@@ -27,15 +29,16 @@ pub const START_DEADLINE: Duration = Duration::from_secs(90);
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What terminates federation TLS in front of Synapse.
-///
-/// Today Synapse's own TLS listener on the federation address. A later issue adds the govmx
-/// federation gate (a TLS terminator in front of a plain Synapse federation listener); it
-/// becomes another variant here and only [`render_homeserver_yaml`] and the start-up change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum FederationFront {
-    /// Synapse terminates TLS itself (`tls: true` listener, `tls_certificate_path`).
+    /// The govmx federation gate, in-process: TLS on the federation address, the run's signed
+    /// federation list enforced inbound and (as Synapse's `https_proxy`) outbound; Synapse's
+    /// federation listener is plain HTTP on a private loopback port. See [`crate::gate`].
     #[default]
+    Gate,
+    /// Synapse terminates TLS itself (`tls: true` listener, `tls_certificate_path`) and
+    /// connects to peers directly. Used for servers outside the network (unlisted ones).
     SynapseTls,
 }
 
@@ -52,10 +55,16 @@ pub struct HomeserverSpec {
     pub trusted_ca: Option<PathBuf>,
     /// What terminates federation TLS.
     pub front: FederationFront,
+    /// Whether the run's federation list names this server (with its real signing key).
+    pub listed: bool,
+    /// Its class on the federation list: `agency`, `citizen` or `infrastructure`.
+    pub class: String,
+    /// Gate strict mode: X-Matrix signatures verified at the edge with the pinned keys.
+    pub gate_strict: bool,
 }
 
 impl HomeserverSpec {
-    /// A spec trusting the run CA, fronted by Synapse's own TLS listener.
+    /// A listed `agency` server trusting the run CA, behind a federation gate (strict mode).
     pub fn new(
         label: impl Into<String>,
         federation_addr: SocketAddr,
@@ -66,8 +75,31 @@ impl HomeserverSpec {
             federation_addr,
             client_addr,
             trusted_ca: None,
-            front: FederationFront::SynapseTls,
+            front: FederationFront::Gate,
+            listed: true,
+            class: "agency".to_owned(),
+            gate_strict: true,
         }
+    }
+
+    /// A server that runs but is not on the run's federation list: an outsider, so it has no
+    /// gate of ours (Synapse terminates TLS and connects to peers directly).
+    pub fn unlisted(mut self) -> HomeserverSpec {
+        self.listed = false;
+        self.front = FederationFront::SynapseTls;
+        self
+    }
+
+    /// Another federation front.
+    pub fn with_front(mut self, front: FederationFront) -> HomeserverSpec {
+        self.front = front;
+        self
+    }
+
+    /// Another class on the federation list.
+    pub fn with_class(mut self, class: impl Into<String>) -> HomeserverSpec {
+        self.class = class.into();
+        self
     }
 
     /// Trust `ca_file` instead of the run CA for outbound federation (the negative control).
@@ -120,8 +152,9 @@ pub struct HomeserverConfig {
     pub trusted_ca: PathBuf,
     /// The secrets.
     pub secrets: HomeserverSecrets,
-    /// What terminates federation TLS.
-    pub front: FederationFront,
+    /// Behind a gate: where Synapse's plain federation listener goes and the gate's CONNECT
+    /// proxy; `None`: Synapse terminates federation TLS itself.
+    pub gate: Option<GateWiring>,
 }
 
 /// Renders `homeserver.yaml`. Pure: the one place the Synapse configuration is decided.
@@ -151,8 +184,8 @@ listeners:\n\
         client_port = client.port(),
         client_ip = yaml_str(&client.ip().to_string()),
     );
-    match config.front {
-        FederationFront::SynapseTls => {
+    match config.gate {
+        None => {
             let _ = write!(
                 yaml,
                 "\x20 - port: {port}\n\
@@ -166,6 +199,25 @@ tls_private_key_path: {key}\n",
                 ip = yaml_str(&federation.ip().to_string()),
                 cert = yaml_str(&config.tls.cert_path.display().to_string()),
                 key = yaml_str(&config.tls.key_path.display().to_string()),
+            );
+        }
+        Some(gate) => {
+            let _ = write!(
+                yaml,
+                "\x20 # Plain federation listener behind the govmx federation gate on {federation}.\n\
+\x20 - port: {port}\n\
+\x20   bind_addresses: [{ip}]\n\
+\x20   type: http\n\
+\x20   tls: false\n\
+\x20   x_forwarded: true\n\
+\x20   resources: [{{names: [federation], compress: false}}]\n\
+# Outbound federation (and key fetches) through the gate's CONNECT proxy. Synapse does not\n\
+# apply ip_range_blacklist to the proxy connection itself, but still to the IP-literal\n\
+# destination (see below); the gate decides which targets are reachable.\n\
+https_proxy: {proxy}\n",
+                port = gate.upstream.port(),
+                ip = yaml_str(&gate.upstream.ip().to_string()),
+                proxy = yaml_str(&format!("http://{}", gate.connect)),
             );
         }
     }
@@ -243,22 +295,62 @@ pub struct Homeserver {
     secrets: HomeserverSecrets,
     http: reqwest::Client,
     process: Supervised,
+    // Declared after `process`: Synapse stops before its gate goes away.
+    gate: Option<Gate>,
+}
+
+/// Creates the homeserver's state directory and signing key (before the list is published) and
+/// returns its entry for the federation list.
+pub(crate) fn prepare(spec: &HomeserverSpec, data_dir: &Path) -> Result<ListedServer> {
+    create_dir(data_dir)?;
+    create_dir(&data_dir.join("media"))?;
+    ensure_signing_key(&data_dir.join("signing.key"))?;
+    listing(spec, data_dir)
+}
+
+fn listing(spec: &HomeserverSpec, data_dir: &Path) -> Result<ListedServer> {
+    let path = data_dir.join("signing.key");
+    let text = std::fs::read_to_string(&path).map_err(StackError::io("reading", &path))?;
+    let key = synapse_public_key(&text).ok_or_else(|| StackError::CorruptState {
+        path: path.clone(),
+        detail: "not a Synapse ed25519 signing key".to_owned(),
+    })?;
+    Ok(ListedServer {
+        server_name: spec.server_name(),
+        class: spec.class.clone(),
+        signing_keys: vec![key],
+        delegated_hosts: vec![spec.federation_addr.to_string()],
+    })
 }
 
 impl Homeserver {
-    /// Prepares the state directory (config, keys, certificate) and spawns Synapse without waiting.
-    pub(crate) fn spawn(
+    /// Starts the gate (if any), renders the configuration and spawns Synapse without waiting.
+    /// Call [`prepare`] first.
+    pub(crate) async fn spawn(
         spec: &HomeserverSpec,
         data_dir: &Path,
         python: &Path,
         ca: &RunCa,
+        policy: &RunPolicy,
         http: reqwest::Client,
     ) -> Result<Homeserver> {
-        create_dir(data_dir)?;
-        create_dir(&data_dir.join("media"))?;
         let secrets = load_or_create_secrets(&data_dir.join("secrets.json"))?;
-        ensure_signing_key(&data_dir.join("signing.key"))?;
         let tls = ca.issue_server_cert(spec.federation_addr.ip(), &data_dir.join("tls"))?;
+        let gate = match spec.front {
+            FederationFront::SynapseTls => None,
+            FederationFront::Gate => Some(
+                Gate::start(
+                    &spec.server_name(),
+                    spec.federation_addr,
+                    &tls,
+                    policy,
+                    &data_dir.join("gate"),
+                    spec.gate_strict,
+                    http.clone(),
+                )
+                .await?,
+            ),
+        };
         let config = HomeserverConfig {
             server_name: spec.server_name(),
             federation_addr: spec.federation_addr,
@@ -270,7 +362,7 @@ impl Homeserver {
                 .clone()
                 .unwrap_or_else(|| ca.cert_path().to_owned()),
             secrets: secrets.clone(),
-            front: spec.front,
+            gate: gate.as_ref().map(Gate::wiring),
         };
         let config_path = data_dir.join("homeserver.yaml");
         let log_path = data_dir.join("homeserver.log");
@@ -295,7 +387,9 @@ impl Homeserver {
             .env_remove("CURL_CA_BUNDLE")
             .env_remove("SSL_CERT_FILE")
             .env_remove("SSL_CERT_DIR");
-        // Federation goes straight to the peers; a proxy in between is a later, explicit choice.
+        // No proxy from the environment: behind a gate, `https_proxy` in homeserver.yaml names
+        // the gate's CONNECT listener (the file wins over the environment anyway); without a
+        // gate federation goes straight to the peers.
         for proxy in [
             "http_proxy",
             "https_proxy",
@@ -313,7 +407,19 @@ impl Homeserver {
             secrets,
             http,
             process,
+            gate,
         })
+    }
+
+    /// The federation gate in front of it, if [`FederationFront::Gate`].
+    pub fn gate(&self) -> Option<&Gate> {
+        self.gate.as_ref()
+    }
+
+    /// Its entry for the federation list (server name, class, real signing key, delegated host),
+    /// whether or not it is listed now.
+    pub fn listing(&self) -> Result<ListedServer> {
+        listing(&self.spec, &self.data_dir)
     }
 
     /// Polls `/health` on the client listener until 200, the process exits or [`START_DEADLINE`].
@@ -342,15 +448,29 @@ impl Homeserver {
             }
             tokio::time::sleep(POLL_INTERVAL).await;
         }
-        // Both listeners come up together; make sure the federation port accepts too.
-        if tokio::net::TcpStream::connect(self.spec.federation_addr)
-            .await
-            .is_err()
-        {
+        // Both listeners come up together; make sure the federation port accepts too (behind
+        // a gate: Synapse's plain listener; the gate's TLS listener is bound already).
+        let federation = self
+            .gate
+            .as_ref()
+            .map_or(self.spec.federation_addr, Gate::upstream_addr);
+        if tokio::net::TcpStream::connect(federation).await.is_err() {
             return Err(self.process.start_failed(format!(
-                "client listener healthy but federation {} refuses connections",
-                self.spec.federation_addr
+                "client listener healthy but federation {federation} refuses connections"
             )));
+        }
+        if let Some(gate) = &self.gate {
+            // The gate answers /readyz 200 once it verified the run's federation list.
+            while !gate.is_ready().await {
+                if started.elapsed() > START_DEADLINE {
+                    return Err(self.process.start_failed(format!(
+                        "federation gate {}/readyz not ready within {} s (federation list not loaded?)",
+                        gate.admin_url(),
+                        START_DEADLINE.as_secs()
+                    )));
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
         }
         tracing::info!(label = %self.spec.label, server_name = %self.server_name(), elapsed_ms = started.elapsed().as_millis() as u64, "homeserver healthy");
         Ok(())
@@ -602,7 +722,7 @@ mod tests {
                 macaroon_secret_key: "mac".into(),
                 form_secret: "form".into(),
             },
-            front: FederationFront::SynapseTls,
+            gate: None,
         }
     }
 
@@ -667,6 +787,25 @@ mod tests {
         let log: serde_json::Value =
             serde_norway::from_str(&render_log_config(Path::new("/x/homeserver.log"))).unwrap();
         assert_eq!(log["handlers"]["file"]["filename"], "/x/homeserver.log");
+    }
+
+    #[test]
+    fn behind_a_gate_the_federation_listener_is_plain_and_outbound_uses_the_proxy() {
+        let mut config = sample_config();
+        config.gate = Some(GateWiring {
+            upstream: "127.0.0.2:40001".parse().unwrap(),
+            connect: "127.0.0.2:40002".parse().unwrap(),
+        });
+        let text = render_homeserver_yaml(&config);
+        let yaml: serde_json::Value = serde_norway::from_str(&text).unwrap();
+        let listener = &yaml["listeners"][1];
+        assert_eq!(listener["port"], 40001);
+        assert_eq!(listener["tls"], false);
+        assert_eq!(listener["x_forwarded"], true);
+        assert_eq!(listener["resources"][0]["names"], json!(["federation"]));
+        assert_eq!(yaml["https_proxy"], "http://127.0.0.2:40002");
+        assert_eq!(yaml["ip_range_blacklist"], json!([]));
+        assert!(!text.contains("tls_certificate_path"), "{text}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! `govmx up`: bring up the local sovereign network on loopback and stay in the foreground.
 //!
-//! Two homeservers (agency `127.0.0.2:8448`, citizen `127.0.0.3:8448`) with TLS from the run CA,
-//! clamd with the test signatures, then the federation demo. Ctrl-C or SIGTERM stops everything.
+//! Two homeservers (agency `127.0.0.2:8448`, citizen `127.0.0.3:8448`), each behind a govmx
+//! federation gate (TLS from the run CA, the run's signed federation list enforced inbound and
+//! on outbound CONNECT), clamd with the test signatures, then the federation demo through the
+//! gates. Ctrl-C or SIGTERM stops everything.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -97,11 +99,10 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             addr(AGENCY_FEDERATION),
             addr(AGENCY_CLIENT),
         ))
-        .homeserver(HomeserverSpec::new(
-            "citizen",
-            addr(CITIZEN_FEDERATION),
-            addr(CITIZEN_CLIENT),
-        ))
+        .homeserver(
+            HomeserverSpec::new("citizen", addr(CITIZEN_FEDERATION), addr(CITIZEN_CLIENT))
+                .with_class("citizen"),
+        )
         .clamd(ClamdSpec { addr: addr(CLAMD) });
     if let Some(cache_dir) = args.cache_dir {
         spec.cache_dir = cache_dir;
@@ -154,7 +155,7 @@ fn wipe(state_dir: &Path) -> anyhow::Result<()> {
     if !state_dir.exists() {
         return Ok(());
     }
-    let looks_like_state = ["ca", "homeservers", "clamd", "demo.json"]
+    let looks_like_state = ["ca", "policy", "homeservers", "clamd", "demo.json"]
         .iter()
         .any(|name| state_dir.join(name).exists())
         || std::fs::read_dir(state_dir)
@@ -184,10 +185,45 @@ fn print_summary(stack: &Stack, demo: &DemoOutcome, total: Duration) -> io::Resu
             hs.server_name()
         )?;
         writeln!(out, "    client     {}", hs.client_url())?;
-        writeln!(out, "    federation {} (TLS, run CA)", hs.federation_url())?;
+        match hs.gate() {
+            Some(gate) => {
+                writeln!(
+                    out,
+                    "    federation {} (govmx federation gate, TLS from the run CA)",
+                    hs.federation_url()
+                )?;
+                writeln!(
+                    out,
+                    "      gate CONNECT proxy http://{} (Synapse's https_proxy)",
+                    gate.connect_addr()
+                )?;
+                let admin = gate.admin_url();
+                writeln!(
+                    out,
+                    "      gate admin  {admin}/metrics  {admin}/readyz  {admin}/explain?origin=<server name>"
+                )?;
+                writeln!(out, "      gate audit  {}", gate.audit_log_path().display())?;
+                writeln!(
+                    out,
+                    "      synapse federation listener http://{} (plain, behind the gate)",
+                    gate.upstream_addr()
+                )?;
+            }
+            None => writeln!(out, "    federation {} (TLS, run CA)", hs.federation_url())?,
+        }
         writeln!(out, "    log        {}", hs.process().log_path().display())?;
     }
     writeln!(out, "  run CA        {}", stack.ca().cert_path().display())?;
+    writeln!(
+        out,
+        "  federation list {} (version {}, trust {})",
+        stack.policy().bundle_dir().display(),
+        stack
+            .policy()
+            .current_version()
+            .map_or_else(|| "?".to_owned(), |v| v.to_string()),
+        stack.policy().trust_path().display()
+    )?;
     if let Some(clamd) = stack.clamd() {
         writeln!(
             out,
