@@ -3,7 +3,7 @@
 //! Thin glue: argument parsing (clap), logging set-up and dispatch. The work is done by
 //! library crates (`govmx-policy`, `govmx-stack`); each subcommand lives in its own module.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -64,6 +64,7 @@ fn init_logging() {
     let filter = EnvFilter::try_from_env("GOVMX_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(io::stderr().is_terminal())
         .with_writer(io::stderr);
     if std::env::var("GOVMX_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
