@@ -2,6 +2,7 @@
 //! semantic checks, each error positioned at the offending node.
 
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -13,7 +14,7 @@ use crate::model::{
     API_VERSION, Agencies, ContactRules, FederationList, Kind, MediaRules, ServerClass,
     TrustAnchors,
 };
-use crate::position::PositionIndex;
+use crate::position::{Header, PositionIndex};
 use crate::units::{RULE_TAG, ServerNameSpec, ServerPattern, Timestamp};
 
 /// How far in the future `issued` may lie before the document is refused.
@@ -68,21 +69,32 @@ pub struct ParsedDocument {
     pub file: String,
     /// The document.
     pub document: Document,
-    pub(crate) positions: PositionIndex,
+    /// The source text, kept so that positions can be computed when an error needs one.
+    text: Arc<str>,
+    /// Built on first use: valid documents never need it.
+    positions: OnceLock<PositionIndex>,
 }
 
 impl ParsedDocument {
+    /// The path → position index of the document, built on first use.
+    pub(crate) fn positions(&self) -> &PositionIndex {
+        self.positions.get_or_init(|| {
+            // The text already parsed once (see `parse_document`), so this cannot fail.
+            PositionIndex::build(&self.text).unwrap_or_default()
+        })
+    }
+
     pub(crate) fn error(
         &self,
         path: &str,
         rule: &'static str,
         message: impl Into<String>,
     ) -> PolicyError {
-        PolicyError::new(&self.file, self.positions.pos(path), rule, message)
+        PolicyError::new(&self.file, self.positions().pos(path), rule, message)
     }
 
     pub(crate) fn line_of(&self, path: &str) -> usize {
-        self.positions.pos(path).0
+        self.positions().pos(path).0
     }
 }
 
@@ -119,34 +131,39 @@ pub fn parse_document(
             );
         }
     };
-    let positions = match PositionIndex::build(text) {
-        Ok(positions) => positions,
+    // A light scan for the header; the full position index is only built (from the same text)
+    // when an error needs a position, so valid documents never pay for it.
+    let header = Header::scan(text);
+    let header = match header {
+        Ok(header) => header,
         Err(error) => return fail(error.position, rules::YAML_SYNTAX, error.message),
     };
-    if positions.documents > 1 {
+    let lazy_positions = OnceLock::new();
+    let positions =
+        || lazy_positions.get_or_init(|| PositionIndex::build(text).unwrap_or_default());
+    if header.documents > 1 {
         return fail(
             (1, 1),
             rules::NOT_A_DOCUMENT,
             "file holds more than one YAML document; use one file per document".to_owned(),
         );
     }
-    if !positions.root_is_mapping {
+    if !header.root_is_mapping {
         return fail(
             (1, 1),
             rules::NOT_A_DOCUMENT,
             "expected a mapping with apiVersion, kind and metadata".to_owned(),
         );
     }
-    let (Some(api_version), Some(kind)) =
-        (positions.scalar("apiVersion"), positions.scalar("kind"))
+    let (Some(api_version), Some(kind)) = (header.api_version.as_deref(), header.kind.as_deref())
     else {
-        let missing = if positions.scalar("apiVersion").is_none() {
+        let missing = if header.api_version.is_none() {
             "apiVersion"
         } else {
             "kind"
         };
         return fail(
-            positions.pos(missing),
+            positions().pos(missing),
             rules::MISSING_HEADER,
             format!(
                 "missing `{missing}` (every document starts with apiVersion: {API_VERSION} and kind)"
@@ -155,7 +172,7 @@ pub fn parse_document(
     };
     if api_version != API_VERSION {
         return fail(
-            positions.pos("apiVersion"),
+            positions().pos("apiVersion"),
             rules::UNSUPPORTED_API_VERSION,
             format!("unsupported apiVersion {api_version:?}, expected {API_VERSION:?}"),
         );
@@ -163,7 +180,7 @@ pub fn parse_document(
     let Some(kind) = Kind::from_name(kind) else {
         let known: Vec<_> = Kind::ALL.iter().map(|kind| kind.as_str()).collect();
         return fail(
-            positions.pos("kind"),
+            positions().pos("kind"),
             rules::UNKNOWN_KIND,
             format!(
                 "unknown kind {kind:?}, expected one of {}",
@@ -172,17 +189,18 @@ pub fn parse_document(
         );
     };
     let document = match kind {
-        Kind::FederationList => deserialize(file, text, &positions).map(Document::FederationList),
-        Kind::ContactRules => deserialize(file, text, &positions).map(Document::ContactRules),
-        Kind::MediaRules => deserialize(file, text, &positions).map(Document::MediaRules),
-        Kind::Agencies => deserialize(file, text, &positions).map(Document::Agencies),
-        Kind::TrustAnchors => deserialize(file, text, &positions).map(Document::TrustAnchors),
+        Kind::FederationList => deserialize(file, text, positions).map(Document::FederationList),
+        Kind::ContactRules => deserialize(file, text, positions).map(Document::ContactRules),
+        Kind::MediaRules => deserialize(file, text, positions).map(Document::MediaRules),
+        Kind::Agencies => deserialize(file, text, positions).map(Document::Agencies),
+        Kind::TrustAnchors => deserialize(file, text, positions).map(Document::TrustAnchors),
     }
     .map_err(|error| vec![error])?;
     let parsed = ParsedDocument {
         file: file.to_owned(),
         document,
-        positions,
+        text: Arc::from(text),
+        positions: lazy_positions,
     };
     let mut checker = Checker {
         doc: &parsed,
@@ -208,12 +226,12 @@ pub(crate) fn sorted(mut errors: Vec<PolicyError>) -> Vec<PolicyError> {
     errors
 }
 
-fn deserialize<T: DeserializeOwned>(
+fn deserialize<'a, T: DeserializeOwned>(
     file: &str,
     text: &str,
-    index: &PositionIndex,
+    index: impl FnOnce() -> &'a PositionIndex,
 ) -> Result<T, PolicyError> {
-    serde_norway::from_str(text).map_err(|error| serde_error(file, &error, index))
+    serde_norway::from_str(text).map_err(|error| serde_error(file, &error, index()))
 }
 
 /// Splits `<rule>:<len>:<value><message>` (see `units::tagged`).
@@ -342,30 +360,34 @@ impl Checker<'_> {
     fn key_error(&mut self, path: &str, rule: &'static str, message: impl Into<String>) {
         self.errors.push(PolicyError::new(
             &self.doc.file,
-            self.doc.positions.key_pos(path),
+            self.doc.positions().key_pos(path),
             rule,
             message,
         ));
     }
 
     /// Reports entries whose key was already seen; `what` names the entry in messages.
-    fn unique(
+    /// Entries are `(key, index)`; `path` gives the node path of the entry at `index` (only
+    /// computed, with its position, when there is something to report).
+    fn unique<K: std::hash::Hash + Eq + std::fmt::Debug>(
         &mut self,
-        entries: impl Iterator<Item = (String, String)>,
+        entries: impl Iterator<Item = (K, usize)>,
+        path: impl Fn(usize) -> String,
         rule: &'static str,
         what: &str,
     ) {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for (key, path) in entries {
-            let line = self.doc.line_of(&path);
-            if let Some(first) = seen.get(&key) {
+        let (lower, _) = entries.size_hint();
+        let mut seen: HashMap<K, usize> = HashMap::with_capacity(lower);
+        for (key, index) in entries {
+            if let Some(&first) = seen.get(&key) {
+                let first = self.doc.line_of(&path(first));
                 self.error(
-                    &path,
+                    &path(index),
                     rule,
                     format!("{what} {key:?} is listed twice (first at line {first})"),
                 );
             } else {
-                seen.insert(key, line);
+                seen.insert(key, index);
             }
         }
     }
@@ -375,12 +397,11 @@ impl Checker<'_> {
             self.freshness(list, now);
         }
         self.unique(
-            list.servers.iter().enumerate().map(|(i, s)| {
-                (
-                    s.server_name.0.as_str().to_ascii_lowercase(),
-                    format!("servers[{i}].serverName"),
-                )
-            }),
+            list.servers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.server_name.0.as_str().to_ascii_lowercase(), i)),
+            |i| format!("servers[{i}].serverName"),
             rules::DUPLICATE_SERVER,
             "server",
         );
@@ -450,7 +471,8 @@ impl Checker<'_> {
             doc.rules
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (r.id.clone(), format!("rules[{i}].id"))),
+                .map(|(i, r)| (r.id.as_str(), i)),
+            |i| format!("rules[{i}].id"),
             rules::DUPLICATE_RULE,
             "rule id",
         );
@@ -458,7 +480,8 @@ impl Checker<'_> {
             doc.grants
                 .iter()
                 .enumerate()
-                .map(|(i, g)| (g.id.clone(), format!("grants[{i}].id"))),
+                .map(|(i, g)| (g.id.as_str(), i)),
+            |i| format!("grants[{i}].id"),
             rules::DUPLICATE_GRANT,
             "grant id",
         );
@@ -529,7 +552,8 @@ impl Checker<'_> {
             doc.agencies
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (a.id.clone(), format!("agencies[{i}].id"))),
+                .map(|(i, a)| (a.id.as_str(), i)),
+            |i| format!("agencies[{i}].id"),
             rules::DUPLICATE_AGENCY,
             "agency id",
         );
@@ -574,10 +598,8 @@ impl Checker<'_> {
             );
         }
         self.unique(
-            doc.keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (k.id.clone(), format!("keys[{i}].id"))),
+            doc.keys.iter().enumerate().map(|(i, k)| (k.id.as_str(), i)),
+            |i| format!("keys[{i}].id"),
             rules::DUPLICATE_TRUST_KEY,
             "key id",
         );
@@ -585,7 +607,8 @@ impl Checker<'_> {
             doc.keys
                 .iter()
                 .enumerate()
-                .map(|(i, k)| (k.public_key.clone(), format!("keys[{i}].publicKey"))),
+                .map(|(i, k)| (k.public_key.as_str(), i)),
+            |i| format!("keys[{i}].publicKey"),
             rules::DUPLICATE_TRUST_KEY,
             "public key",
         );

@@ -90,8 +90,140 @@ impl PositionIndex {
     }
 
     /// The scalar value at `path`, if the node there is a scalar.
+    #[cfg(test)]
     pub(crate) fn scalar(&self, path: &str) -> Option<&str> {
         self.scalars.get(path).map(String::as_str)
+    }
+}
+
+/// What the header checks need from a document, gathered in one allocation-light pass over the
+/// parser's events (no per-node paths): the full [`PositionIndex`] is only built when an error
+/// needs a position.
+#[derive(Debug, Default)]
+pub(crate) struct Header {
+    /// Number of YAML documents in the stream.
+    pub(crate) documents: usize,
+    /// Whether the (first) document's root node is a mapping.
+    pub(crate) root_is_mapping: bool,
+    /// Top-level `apiVersion` scalar (first occurrence).
+    pub(crate) api_version: Option<String>,
+    /// Top-level `kind` scalar (first occurrence).
+    pub(crate) kind: Option<String>,
+}
+
+impl Header {
+    /// Scans `text`, or returns the first syntax error (the same one [`PositionIndex::build`]
+    /// reports).
+    pub(crate) fn scan(text: &str) -> Result<Header, SyntaxError> {
+        let mut scanner = HeaderScanner::default();
+        let mut parser = Parser::new_from_str(text);
+        parser
+            .load(&mut scanner, true)
+            .map_err(|error| SyntaxError {
+                message: error.info().to_owned(),
+                position: to_position(error.marker()),
+            })?;
+        Ok(scanner.header)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Expecting a top-level key.
+    Key,
+    /// Expecting the value of the top-level key `apiVersion`.
+    ApiVersion,
+    /// Expecting the value of the top-level key `kind`.
+    Kind,
+    /// Expecting the value of some other (or complex) top-level key.
+    Other,
+}
+
+#[derive(Debug)]
+struct HeaderScanner {
+    header: Header,
+    /// Nesting depth of collections in the first document (root collection is depth 1).
+    depth: usize,
+    /// Within the root mapping: what the next depth-1 node is.
+    slot: Slot,
+    done: bool,
+    seen_root: bool,
+}
+
+impl Default for HeaderScanner {
+    fn default() -> Self {
+        HeaderScanner {
+            header: Header::default(),
+            depth: 0,
+            slot: Slot::Key,
+            done: false,
+            seen_root: false,
+        }
+    }
+}
+
+impl HeaderScanner {
+    /// A node (scalar, alias or collection start) directly inside the root mapping.
+    fn top_level_node(&mut self, scalar: Option<&str>) {
+        self.slot = match (self.slot, scalar) {
+            (Slot::Key, Some("apiVersion")) => Slot::ApiVersion,
+            (Slot::Key, Some("kind")) => Slot::Kind,
+            (Slot::Key, _) => Slot::Other,
+            (Slot::ApiVersion, Some(value)) => {
+                if self.header.api_version.is_none() {
+                    self.header.api_version = Some(value.to_owned());
+                }
+                Slot::Key
+            }
+            (Slot::Kind, Some(value)) => {
+                if self.header.kind.is_none() {
+                    self.header.kind = Some(value.to_owned());
+                }
+                Slot::Key
+            }
+            (Slot::ApiVersion | Slot::Kind | Slot::Other, _) => Slot::Key,
+        };
+    }
+}
+
+impl MarkedEventReceiver for HeaderScanner {
+    fn on_event(&mut self, event: Event, _marker: Marker) {
+        match event {
+            Event::DocumentStart => self.header.documents += 1,
+            Event::DocumentEnd => self.done = true,
+            _ if self.done => {}
+            Event::Scalar(ref value, ..) => {
+                if !self.seen_root {
+                    self.seen_root = true;
+                } else if self.depth == 1 && self.header.root_is_mapping {
+                    self.top_level_node(Some(value));
+                }
+            }
+            Event::Alias(..) => {
+                if !self.seen_root {
+                    self.seen_root = true;
+                } else if self.depth == 1 && self.header.root_is_mapping {
+                    self.top_level_node(None);
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if !self.seen_root {
+                    self.seen_root = true;
+                    self.header.root_is_mapping = matches!(event, Event::MappingStart(..));
+                } else if self.depth == 1 && self.header.root_is_mapping && self.slot == Slot::Key {
+                    // A complex key: its value follows once it is closed.
+                    self.slot = Slot::Other;
+                } else if self.depth == 1 && self.header.root_is_mapping {
+                    // A collection value: the next depth-1 node is a key again.
+                    self.slot = Slot::Key;
+                }
+                self.depth += 1;
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.depth = self.depth.saturating_sub(1);
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
+        }
     }
 }
 
@@ -273,5 +405,34 @@ mod tests {
         assert_eq!(index.pos("list[1].nope"), (5, 5));
         assert_eq!(index.scalar("list[1]"), Some("z"));
         assert!(index.root_is_mapping);
+    }
+
+    #[test]
+    fn header_scan_agrees_with_index() {
+        let cases = [
+            "apiVersion: v1\nkind: K\n",
+            "kind: K\napiVersion: {a: 1}\napiVersion: v2\n",
+            "? [a, b]\n: kind\nkind: [x]\nkind: K2\napiVersion: &a v\nx: *a\n",
+            "{apiVersion: v, kind: \"K\", nested: {kind: no}}",
+            "- kind: K\n",
+            "scalar",
+            "",
+            "a: 1\n---\nkind: K\n",
+            "*x : kind\nkind: K\n",
+        ];
+        for text in cases {
+            let (Ok(header), Ok(index)) = (Header::scan(text), PositionIndex::build(text)) else {
+                assert!(Header::scan(text).is_err() && PositionIndex::build(text).is_err());
+                continue;
+            };
+            assert_eq!(header.documents, index.documents, "{text:?}");
+            assert_eq!(header.root_is_mapping, index.root_is_mapping, "{text:?}");
+            assert_eq!(
+                header.api_version.as_deref(),
+                index.scalar("apiVersion"),
+                "{text:?}"
+            );
+            assert_eq!(header.kind.as_deref(), index.scalar("kind"), "{text:?}");
+        }
     }
 }
