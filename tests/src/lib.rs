@@ -14,6 +14,7 @@ use govmx_stack::ports::free_loopback_ip;
 use govmx_stack::{ClamdSpec, Gate, Homeserver, HomeserverSpec, Stack, StackSpec};
 use matrix_sdk::config::{RequestConfig, SyncSettings};
 use matrix_sdk::room::MessagesOptions;
+use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{EventId, RoomId};
 use matrix_sdk::{Client, RoomState};
 
@@ -181,6 +182,33 @@ pub async fn wait_for_invite(client: &Client, room_id: &RoomId) -> anyhow::Resul
             );
         }
     }
+}
+
+/// Sends a message as `official` in `room_id`, waits until `citizen` sees it, then the reverse:
+/// the two-way exchange every federation scenario ends with.
+pub async fn exchange_messages(
+    official: &Client,
+    citizen: &Client,
+    room_id: &RoomId,
+) -> anyhow::Result<()> {
+    for (from, to, text) in [
+        (official, citizen, "Ihr Antrag ist eingegangen."),
+        (citizen, official, "Danke!"),
+    ] {
+        let room = from
+            .get_room(room_id)
+            .with_context(|| format!("{} does not know room {room_id}", user_of(from)))?;
+        let sent = room.send(RoomMessageEventContent::text_plain(text)).await?;
+        let body = wait_for_message(to, room_id, &sent.response.event_id).await?;
+        anyhow::ensure!(body == text, "{} saw {body:?}, sent {text:?}", user_of(to));
+    }
+    Ok(())
+}
+
+fn user_of(client: &Client) -> String {
+    client
+        .user_id()
+        .map_or_else(|| "a logged-out client".to_owned(), ToString::to_string)
 }
 
 /// Syncs and reads the room timeline (`/messages`) until `event_id` shows up; returns its body.

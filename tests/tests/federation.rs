@@ -2,12 +2,11 @@
 //!
 //! Each test starts its own homeservers on random loopback addresses in a temp dir.
 
-use govmx_e2e::{NetSpec, user, wait_for_invite, wait_for_message};
+use govmx_e2e::{NetSpec, exchange_messages, user, wait_for_invite};
 use govmx_stack::RunCa;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
-use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedServerName, RoomOrAliasId, UserId};
 
 /// An agency official invites a citizen on another server; both messages cross federation.
@@ -37,20 +36,7 @@ async fn federation_invite_join_messages() -> anyhow::Result<()> {
         .join_room_by_id_or_alias(room_or_alias, &[via])
         .await?;
 
-    let sent = room
-        .send(RoomMessageEventContent::text_plain(
-            "Ihr Antrag ist eingegangen.",
-        ))
-        .await?;
-    let body = wait_for_message(&erika, &room_id, &sent.response.event_id).await?;
-    assert_eq!(body, "Ihr Antrag ist eingegangen.");
-
-    let erika_room = erika.get_room(&room_id).expect("joined room is known");
-    let reply = erika_room
-        .send(RoomMessageEventContent::text_plain("Danke!"))
-        .await?;
-    let body = wait_for_message(&official, &room_id, &reply.response.event_id).await?;
-    assert_eq!(body, "Danke!");
+    exchange_messages(&official, &erika, &room_id).await?;
     Ok(())
 }
 

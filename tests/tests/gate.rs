@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use govmx_e2e::{
-    DEADLINE, TestNet, gate_decisions, poll_until, user, wait_for_invite, wait_for_message,
+    DEADLINE, TestNet, exchange_messages, gate_decisions, poll_until, user, wait_for_invite,
 };
 use govmx_stack::{Gate, Homeserver, Signers, metric_sum};
 use matrix_sdk::Client;
@@ -88,19 +88,7 @@ async fn listed_servers_federate_through_gates() -> anyhow::Result<()> {
     wait_for_invite(&erika, &room_id).await?;
     join_via(&erika, &room_id, a).await?;
 
-    let sent = room
-        .send(RoomMessageEventContent::text_plain(
-            "Ihr Antrag ist eingegangen.",
-        ))
-        .await?;
-    let body = wait_for_message(&erika, &room_id, &sent.response.event_id).await?;
-    assert_eq!(body, "Ihr Antrag ist eingegangen.");
-    let erika_room = erika.get_room(&room_id).expect("joined room is known");
-    let reply = erika_room
-        .send(RoomMessageEventContent::text_plain("Danke!"))
-        .await?;
-    let body = wait_for_message(&official, &room_id, &reply.response.event_id).await?;
-    assert_eq!(body, "Danke!");
+    exchange_messages(&official, &erika, &room_id).await?;
 
     // The traffic really crossed the gates: each gate allowed inbound requests from the other
     // server (rule member:<peer>) and outbound CONNECTs to it.
