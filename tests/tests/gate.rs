@@ -15,7 +15,6 @@ use matrix_sdk::encryption::vodozemac;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
-use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
 use matrix_sdk::ruma::{OwnedRoomId, OwnedServerName, RoomOrAliasId, UserId};
 
 use govmx_e2e::NetSpec;
