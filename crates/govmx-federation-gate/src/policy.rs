@@ -338,6 +338,7 @@ pub mod testing {
     use base64::engine::general_purpose::STANDARD_NO_PAD;
     use ed25519_dalek::VerifyingKey;
     use govmx_policy::bundle::{self, SIGNATURES_FILE, SignerKey};
+    use govmx_policy::generate::{GeneratedMember, GeneratedMetadata, federation_bundle};
 
     /// A server to put on a test list.
     #[derive(Debug, Clone)]
@@ -417,63 +418,33 @@ pub mod testing {
         signers: &[&TestSigner],
     ) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let issued = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
-        let issued = issued
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(std::io::Error::other)?;
-        let mut federation = format!(
-            "apiVersion: govmx.de/v1\nkind: FederationList\n\
-             metadata: {{name: test-list, version: {version}, issued: \"{issued}\", maxAge: 30d}}\n\
-             servers:\n"
-        );
-        for (i, server) in servers.iter().enumerate() {
-            let _ = writeln!(
-                federation,
-                "  - serverName: \"{}\"\n    organisation: {{id: org-{i}, displayName: \"Organisation {i}\"}}\n    class: {}",
-                server.server_name, server.class
-            );
-            if !server.signing_keys.is_empty() {
-                federation.push_str("    signingKeys:\n");
-                for (id, key) in &server.signing_keys {
-                    let _ = writeln!(
-                        federation,
-                        "      \"{id}\": \"{}\"",
-                        STANDARD_NO_PAD.encode(key.as_bytes())
-                    );
-                }
-            }
-            if !server.delegated_hosts.is_empty() {
-                let hosts: Vec<String> = server
-                    .delegated_hosts
+        let keys: Vec<Vec<(String, String)>> = servers
+            .iter()
+            .map(|server| {
+                server
+                    .signing_keys
                     .iter()
-                    .map(|h| format!("\"{h}\""))
-                    .collect();
-                let _ = writeln!(federation, "    delegatedHosts: [{}]", hosts.join(", "));
-            }
-        }
-        let meta = |kind: &str| {
-            format!(
-                "apiVersion: govmx.de/v1\nkind: {kind}\nmetadata: {{name: test, version: 1, issued: \"{issued}\"}}\n"
-            )
+                    .map(|(id, key)| (id.clone(), STANDARD_NO_PAD.encode(key.as_bytes())))
+                    .collect()
+            })
+            .collect();
+        let members: Vec<GeneratedMember<'_>> = servers
+            .iter()
+            .zip(&keys)
+            .map(|(server, keys)| GeneratedMember {
+                server_name: &server.server_name,
+                class: &server.class,
+                signing_keys: keys,
+                delegated_hosts: &server.delegated_hosts,
+            })
+            .collect();
+        let meta = GeneratedMetadata {
+            name: "test-list",
+            version,
+            issued: time::OffsetDateTime::now_utc() - time::Duration::hours(1),
+            max_age: "30d",
         };
-        let files = [
-            ("federation.yaml", federation),
-            (
-                "contact-rules.yaml",
-                format!(
-                    "{}default: allow\nrules: []\nroomCreation: {{maxCitizenInvitees: 1}}\n",
-                    meta("ContactRules")
-                ),
-            ),
-            (
-                "media-rules.yaml",
-                format!("{}maxUploadSize: 10MiB\nmime: {{}}\n", meta("MediaRules")),
-            ),
-            (
-                "agencies.yaml",
-                format!("{}agencies: []\n", meta("Agencies")),
-            ),
-        ];
+        let files = federation_bundle("test bundle", meta, &members);
         let slices: Vec<(&str, &[u8])> = files.iter().map(|(n, t)| (*n, t.as_bytes())).collect();
         let mut signatures: Option<String> = None;
         for signer in signers {

@@ -24,6 +24,7 @@ mod units;
 
 pub mod bundle;
 pub mod diff;
+pub mod generate;
 pub mod schema;
 
 pub use decision::{Decision, Verdict};
