@@ -441,6 +441,24 @@ pub(crate) struct Decision<'a> {
 }
 
 impl<'a> Decision<'a> {
+    /// A decision about a hashed body that clamd gave no verdict on (unavailable, or skipped).
+    pub(crate) fn hashed(
+        verdict: &'static str,
+        size: u64,
+        sha256: &'a [u8; 32],
+        mime: &'a str,
+    ) -> Self {
+        Decision {
+            verdict,
+            size,
+            sha256: Some(sha256),
+            mime: Some(mime),
+            signature: None,
+            db_version: None,
+            cached: false,
+        }
+    }
+
     /// A decision made without a full body (no hash, no scan).
     pub(crate) fn bare(verdict: &'static str, size: u64, mime: Option<&'a str>) -> Self {
         Self {
@@ -635,28 +653,12 @@ async fn upload_inner(
         Err(err) if inner.config.scanner_unavailable == UnavailablePolicy::Allow => {
             tracing::error!(%err, "no scan verdict; forwarding unscanned because scanner_unavailable is allow");
             audit
-                .record(Decision {
-                    verdict: "unscanned",
-                    size,
-                    sha256: Some(&sha256),
-                    mime: Some(mime),
-                    signature: None,
-                    db_version: None,
-                    cached: false,
-                })
+                .record(Decision::hashed("unscanned", size, &sha256, mime))
                 .await?;
         }
         Err(err) => {
             audit
-                .record(Decision {
-                    verdict: "scanner_unavailable",
-                    size,
-                    sha256: Some(&sha256),
-                    mime: Some(mime),
-                    signature: None,
-                    db_version: None,
-                    cached: false,
-                })
+                .record(Decision::hashed("scanner_unavailable", size, &sha256, mime))
                 .await?;
             return Err(unavailable(&err));
         }
@@ -755,15 +757,7 @@ async fn scan_api(State(state): State<AppState>, req: Request) -> Response {
             Ok(v) => v,
             Err(err) => {
                 audit
-                    .record(Decision {
-                        verdict: "scanner_unavailable",
-                        size,
-                        sha256: Some(&sha256),
-                        mime: Some(mime),
-                        signature: None,
-                        db_version: None,
-                        cached: false,
-                    })
+                    .record(Decision::hashed("scanner_unavailable", size, &sha256, mime))
                     .await?;
                 return Err(unavailable(&err));
             }
