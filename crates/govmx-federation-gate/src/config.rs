@@ -70,6 +70,28 @@ pub struct InboundConfig {
     /// the list (requests from origins without pinned keys are refused in strict mode).
     #[serde(default)]
     pub strict: bool,
+    /// Strict mode for listed servers without pinned keys: fetch their keys from the server
+    /// itself over TLS that chains to `ca_file`, verify and cache them. Absent: such servers are
+    /// refused in strict mode.
+    #[serde(default)]
+    pub key_fetch: Option<KeyFetchConfig>,
+}
+
+/// Fetching signing keys of listed servers that have none pinned (strict mode).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFetchConfig {
+    /// PEM bundle of the CA(s) federation TLS certificates must chain to (the network's root).
+    pub ca_file: PathBuf,
+    /// Time for one fetch.
+    #[serde(default = "default_key_fetch_timeout", deserialize_with = "duration")]
+    pub timeout: Duration,
+    /// Minimum time between two fetches for the same server (unknown key ids, failures).
+    #[serde(default = "default_min_refetch", deserialize_with = "duration")]
+    pub min_refetch: Duration,
+    /// Longest time fetched keys are trusted, whatever the server's `valid_until_ts` says.
+    #[serde(default = "default_max_key_cache", deserialize_with = "duration")]
+    pub max_cache: Duration,
 }
 
 /// Handling of relayed events from unlisted servers (see [`InboundConfig::relayed_events`]).
@@ -134,6 +156,15 @@ fn default_upstream_timeout() -> Duration {
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(10)
 }
+fn default_key_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_min_refetch() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_key_cache() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
 fn default_reload_interval() -> Duration {
     Duration::from_secs(30)
 }
@@ -190,11 +221,24 @@ impl govmx_service::Validate for Config {
         if let Err(reason) = upstream_authority(&self.inbound.upstream) {
             problems.push(format!("inbound.upstream: {reason}"));
         }
-        for (key, path) in [
+        let mut files = vec![
             ("inbound.tls_cert", &self.inbound.tls_cert),
             ("inbound.tls_key", &self.inbound.tls_key),
             ("policy.trust", &self.policy.trust),
-        ] {
+        ];
+        if let Some(key_fetch) = &self.inbound.key_fetch {
+            files.push(("inbound.key_fetch.ca_file", &key_fetch.ca_file));
+            if key_fetch.timeout.is_zero() {
+                problems.push("inbound.key_fetch.timeout must be greater than 0".to_owned());
+            }
+            if !self.inbound.strict {
+                problems.push(
+                    "inbound.key_fetch is only used in strict mode; set inbound.strict: true or remove it"
+                        .to_owned(),
+                );
+            }
+        }
+        for (key, path) in files {
             if !path.is_file() {
                 problems.push(format!("{key}: {} is not a readable file", path.display()));
             }

@@ -28,6 +28,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::{AuditError, AuditLog};
 use crate::config::{Config, upstream_authority};
+use crate::keys::{KeyFetchSettings, KeyFetcher};
 use crate::list::{ListStatus, ListStore};
 use crate::metrics::Metrics;
 use crate::{inbound, proxy, tls};
@@ -48,6 +49,8 @@ pub struct Shared {
     pub audit: AuditLog,
     /// `/readyz` state.
     pub readiness: Readiness,
+    /// Signing keys of listed servers without pinned keys (strict mode with `key_fetch`).
+    pub keys: Option<KeyFetcher>,
     pub(crate) client: Client<HttpConnector, axum::body::Body>,
     pub(crate) upstream_authority: String,
 }
@@ -86,6 +89,9 @@ pub enum StartError {
     /// The audit log.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The key fetcher's CA bundle.
+    #[error("inbound.key_fetch: {0}")]
+    KeyFetch(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -168,6 +174,21 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     let metrics = Metrics::register(&mut registry);
     let store = ListStore::new(&config.policy, &config.server_name, metrics.clone());
     store.load_initial(SystemTime::now());
+    let keys = match &config.inbound.key_fetch {
+        Some(k) => Some(
+            KeyFetcher::from_ca_file(
+                &k.ca_file,
+                KeyFetchSettings {
+                    timeout: k.timeout,
+                    min_refetch: k.min_refetch,
+                    max_cache: k.max_cache,
+                },
+                metrics.clone(),
+            )
+            .map_err(StartError::KeyFetch)?,
+        ),
+        None => None,
+    };
 
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -205,6 +226,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         metrics,
         audit,
         readiness: readiness.clone(),
+        keys,
         client,
         upstream_authority,
     });

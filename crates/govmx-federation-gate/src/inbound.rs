@@ -296,7 +296,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: SocketAddr)
     // 5. Strict mode: signature with a pinned key.
     if strict
         && let (Some(header), Some(current)) = (&header, &fresh)
-        && let Some(denial) = check_signature(shared, header, &parts, &bytes, current)
+        && let Some(denial) = check_signature(shared, header, &parts, &bytes, current, now).await
     {
         let denial = Denial {
             origin: Some(&header.origin),
@@ -443,12 +443,13 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn check_signature<'a>(
+async fn check_signature<'a>(
     shared: &Shared,
     header: &xmatrix::XMatrix,
     parts: &http::request::Parts,
     bytes: &Bytes,
     current: &CurrentList,
+    now: SystemTime,
 ) -> Option<Denial<'a>> {
     let unauthorized = |rule: &'a str, reason: String| Denial {
         status: StatusCode::UNAUTHORIZED,
@@ -481,22 +482,45 @@ fn check_signature<'a>(
             format!("{} is not listed", header.origin),
         ));
     };
-    let Some(pinned) = entry.signing_keys.iter().find(|k| k.key_id == header.key) else {
-        let reason = if entry.signing_keys.is_empty() {
-            format!(
-                "no signing keys are pinned for {} in list version {}; strict mode needs them",
-                header.origin,
-                current.list.version()
-            )
-        } else {
-            format!(
-                "key {} is not pinned for {} in list version {}",
-                header.key,
-                header.origin,
-                current.list.version()
-            )
-        };
-        return Some(unauthorized("gate.strict.unknown_key", reason));
+    let key = match entry.signing_keys.iter().find(|k| k.key_id == header.key) {
+        Some(pinned) => pinned.key,
+        // Pinned keys always win: a key id they do not name is refused.
+        None if !entry.signing_keys.is_empty() => {
+            return Some(unauthorized(
+                "gate.strict.unknown_key",
+                format!(
+                    "key {} is not pinned for {} in list version {}",
+                    header.key,
+                    header.origin,
+                    current.list.version()
+                ),
+            ));
+        }
+        None => {
+            let Some(fetcher) = &shared.keys else {
+                return Some(unauthorized(
+                    "gate.strict.unknown_key",
+                    format!(
+                        "no signing keys are pinned for {} in list version {}; strict mode needs them",
+                        header.origin,
+                        current.list.version()
+                    ),
+                ));
+            };
+            let endpoint = key_endpoint(&header.origin, &entry.delegated_hosts);
+            match fetcher
+                .key(&header.origin, &endpoint, &header.key, now)
+                .await
+            {
+                Ok(key) => key,
+                Err(error) => {
+                    return Some(unauthorized(
+                        "gate.strict.key_unavailable",
+                        error.to_string(),
+                    ));
+                }
+            }
+        }
     };
     let uri = parts
         .uri
@@ -508,10 +532,21 @@ fn check_signature<'a>(
         uri,
         &shared.config.server_name,
         content.as_ref(),
-        &pinned.key,
+        &key,
     ) {
         Ok(()) => None,
         Err(error) => Some(unauthorized("gate.strict.bad_signature", error.to_string())),
+    }
+}
+
+/// Where the keys of `server` are fetched: its first delegated host, else the server name with
+/// the federation port 8448 when it names none.
+fn key_endpoint(server: &str, delegated_hosts: &[String]) -> String {
+    let authority = delegated_hosts.first().map_or(server, String::as_str);
+    match crate::policy::split_host_port(authority) {
+        (_, Some(_)) => authority.to_owned(),
+        (host, None) if host.contains(':') => format!("[{host}]:8448"),
+        (host, None) => format!("{host}:8448"),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod config;
 pub mod gate;
 pub mod inbound;
+pub mod keys;
 pub mod list;
 pub mod metrics;
 pub mod policy;

@@ -9,7 +9,9 @@
 //! - `govmx_gate_reloads_total{result}` with `result` in `loaded`, `unchanged`, `failed`;
 //! - `govmx_gate_removed_pdus_total`, `govmx_gate_removed_edus_total`: relayed events filtered
 //!   out of transactions;
-//! - `govmx_gate_tunnels_active`: open CONNECT tunnels.
+//! - `govmx_gate_tunnels_active`: open CONNECT tunnels;
+//! - `govmx_gate_key_fetches_total{result}`: strict-mode key lookups for servers without pinned
+//!   keys (`fetched`, `cached`, `failed`, `backoff`).
 
 use std::sync::atomic::AtomicU64;
 
@@ -42,6 +44,13 @@ pub struct ReloadLabels {
     pub result: String,
 }
 
+/// Labels of `govmx_gate_key_fetches_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyFetchLabels {
+    /// `fetched`, `cached`, `failed` or `backoff`.
+    pub result: String,
+}
+
 /// All metric handles; clones share the underlying values.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -63,6 +72,8 @@ pub struct Metrics {
     pub removed_edus: Counter,
     /// Open CONNECT tunnels.
     pub tunnels_active: Gauge,
+    /// Signing-key lookups for unpinned servers in strict mode, by result.
+    pub key_fetches: Family<KeyFetchLabels, Counter>,
 }
 
 impl Metrics {
@@ -78,6 +89,7 @@ impl Metrics {
             removed_pdus: Counter::default(),
             removed_edus: Counter::default(),
             tunnels_active: Gauge::default(),
+            key_fetches: Family::default(),
         };
         metrics.list_version.set(-1);
         let r = registry;
@@ -126,7 +138,21 @@ impl Metrics {
             "Open CONNECT tunnels",
             metrics.tunnels_active.clone(),
         );
+        r.register(
+            "govmx_gate_key_fetches",
+            "Signing-key lookups for servers without pinned keys (strict mode), by result",
+            metrics.key_fetches.clone(),
+        );
         metrics
+    }
+
+    /// Counts a signing-key lookup.
+    pub fn key_fetch(&self, result: &str) {
+        self.key_fetches
+            .get_or_create(&KeyFetchLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a decision.

@@ -566,6 +566,118 @@ async fn strict_mode_verifies_signatures_with_pinned_keys() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_fetches_verifies_and_caches_keys_of_unpinned_servers() {
+    let keys_tmp = tempfile::tempdir().unwrap();
+    let plain_key = ed25519_dalek::SigningKey::from_bytes(&[51; 32]);
+    let (key_addr, ca_path, hits, _server) =
+        start_key_server(&keys_tmp, PLAIN, "ed25519:p1", &plain_key).await;
+    let h = Harness::start_with(
+        Options {
+            strict: true,
+            key_fetch_ca: Some(ca_path),
+            ..Options::default()
+        },
+        |servers| {
+            let plain = servers.iter_mut().find(|s| s.server_name == PLAIN).unwrap();
+            plain.delegated_hosts = vec![key_addr.to_string()];
+        },
+    )
+    .await;
+    let path = "/_matrix/federation/v1/event/$e";
+    let signed_by = |key: &ed25519_dalek::SigningKey, key_id: &str| {
+        govmx_federation_gate::signature::sign(key, key_id, "GET", path, PLAIN, OURS, None)
+            .unwrap()
+            .to_string()
+    };
+    let get = |header: String| {
+        let req = h.client.get(h.url(path)).header("authorization", header);
+        async move { json_of(req.send().await.unwrap()).await }
+    };
+
+    // The first request fetches PLAIN's keys from its delegated host; the second uses the cache.
+    for round in 0..2 {
+        let (status, body) = get(signed_by(&plain_key, "ed25519:p1")).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "fetched once, then cached");
+    assert_eq!(h.upstream.seen().len(), 2);
+
+    // A forger using PLAIN's name and key id with another key is refused at the edge.
+    let forger = ed25519_dalek::SigningKey::from_bytes(&[52; 32]);
+    let (status, body) = get(signed_by(&forger, "ed25519:p1")).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("gate.strict.bad_signature"),
+        "{body}"
+    );
+
+    // A key id PLAIN does not publish: refused; the recent fetch is not repeated (rate limit).
+    let (status, body) = get(signed_by(&forger, "ed25519:made_up")).await;
+    assert_eq!(status, 401, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains("gate.strict.key_unavailable"), "{body}");
+    assert!(
+        error.contains("does not publish key ed25519:made_up"),
+        "{body}"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "no refetch within min_refetch"
+    );
+
+    // Pinned keys win: GOOD's pinned key is not replaced by any fetch.
+    let (status, body) = h.get_as(GOOD, path).await;
+    assert_eq!(status, 200, "{body}");
+    let forged_good = govmx_federation_gate::signature::sign(
+        &forger,
+        "ed25519:other",
+        "GET",
+        path,
+        GOOD,
+        OURS,
+        None,
+    )
+    .unwrap()
+    .to_string();
+    let res = h
+        .client
+        .get(h.url(path))
+        .header("authorization", forged_good)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json_of(res).await;
+    assert_eq!(status, 401);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not pinned for good.example"),
+        "{body}"
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        h.upstream.seen().len(),
+        3,
+        "no refused request reached the upstream"
+    );
+
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, &["govmx_gate_key_fetches_total", "fetched"]),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, &["govmx_gate_key_fetches_total", "cached"]),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_proxy_tunnels_only_to_listed_targets() {
     // A TCP echo server standing in for a peer's federation port.
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

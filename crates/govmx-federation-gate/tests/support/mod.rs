@@ -17,7 +17,7 @@ use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use ed25519_dalek::SigningKey;
 use govmx_federation_gate::config::{
-    AdminConfig, Config, InboundConfig, OutboundConfig, PolicyConfig, RelayedEvents,
+    AdminConfig, Config, InboundConfig, KeyFetchConfig, OutboundConfig, PolicyConfig, RelayedEvents,
 };
 use govmx_federation_gate::policy::testing::{TestServer, TestSigner, write_bundle, write_trust};
 use govmx_federation_gate::{RunningGate, signature};
@@ -114,6 +114,8 @@ pub struct Options {
     pub max_body_bytes: u64,
     pub header_read_timeout: Duration,
     pub relayed_events: RelayedEvents,
+    /// Strict-mode key fetching for unpinned servers, trusting this CA file.
+    pub key_fetch_ca: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -127,6 +129,7 @@ impl Default for Options {
             max_body_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(5),
             relayed_events: RelayedEvents::Remove,
+            key_fetch_ca: None,
         }
     }
 }
@@ -192,6 +195,12 @@ impl Harness {
                 upstream_timeout: Duration::from_secs(10),
                 strict: options.strict,
                 relayed_events: options.relayed_events,
+                key_fetch: options.key_fetch_ca.map(|ca_file| KeyFetchConfig {
+                    ca_file,
+                    timeout: Duration::from_secs(5),
+                    min_refetch: Duration::from_secs(30),
+                    max_cache: Duration::from_secs(3600),
+                }),
             },
             outbound: options.outbound.then(|| OutboundConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -371,4 +380,79 @@ pub fn make_tls(tmp: &TempDir) -> (String, PathBuf, PathBuf) {
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
     (ca.pem(), cert_path, key_path)
+}
+
+/// A TLS server on 127.0.0.1 answering `/_matrix/key/v2/server` for `server` with `key` (id
+/// `key_id`), as a homeserver does; counts the fetches. Returns (address, CA path, hits, task).
+pub async fn start_key_server(
+    tmp: &TempDir,
+    server: &str,
+    key_id: &str,
+    key: &SigningKey,
+) -> (
+    SocketAddr,
+    PathBuf,
+    Arc<std::sync::atomic::AtomicUsize>,
+    JoinHandle<()>,
+) {
+    use hyper_util::rt::TokioIo;
+    let dir = tmp.path().join("key-server");
+    std::fs::create_dir_all(&dir).unwrap();
+    let sub = tempfile::tempdir_in(&dir).unwrap();
+    let (ca_pem, cert, key_path) = make_tls(&sub);
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_pem).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        govmx_federation_gate::tls::server_config(&cert, &key_path).unwrap(),
+    );
+    let body = govmx_federation_gate::keys::testing::key_response(
+        server,
+        key_id,
+        key,
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    )
+    .to_string();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = hits.clone();
+    // Keep the temp dir with the certificates alive as long as the server.
+    let task = tokio::spawn(async move {
+        let _sub = sub;
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let body = body.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let body = body.clone();
+                        let counter = counter.clone();
+                        async move {
+                            let response = if req.uri().path() == "/_matrix/key/v2/server" {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                hyper::Response::new(http_body_util::Full::new(Bytes::from(body)))
+                            } else {
+                                let mut r =
+                                    hyper::Response::new(http_body_util::Full::new(Bytes::new()));
+                                *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                                r
+                            };
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (addr, ca_path, hits, task)
 }
