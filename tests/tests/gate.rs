@@ -383,5 +383,56 @@ async fn strict_mode_refuses_forged_origin() -> anyhow::Result<()> {
         "the forged request reached A's Synapse; see {}",
         a.process().log_path().display()
     );
+
+    // A list that pins no key for B: A's gate fetches B's keys from B itself (through B's
+    // gate, TLS from the run CA), verifies them and checks the signature with them.
+    let mut servers = net.stack.listed_servers()?;
+    for server in servers
+        .iter_mut()
+        .filter(|s| s.server_name == b.server_name())
+    {
+        server.signing_keys.clear();
+    }
+    let unpinned = net.stack.publish_federation_list(&servers, Signers::Run)?;
+    poll_until(
+        "A's gate uses the list without B's key",
+        DEADLINE,
+        POLL,
+        || async {
+            let metrics = gate.metrics().await?;
+            Ok(
+                (metric_sum(&metrics, "govmx_gate_list_version", &[]) == unpinned as f64)
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    let fetched_uri = "/_matrix/federation/v1/query/directory?room_alias=%23fetched-probe%3Ax";
+    let status = signed_get(&net, a, &b.server_name(), &key_id, &real_seed, fetched_uri).await?;
+    assert_ne!(
+        status, 401,
+        "signed with B's real key, checked with the fetched key"
+    );
+    let forged_uri = "/_matrix/federation/v1/query/directory?room_alias=%23forged-unpinned%3Ax";
+    let status = signed_get(&net, a, &b.server_name(), &key_id, &[7; 32], forged_uri).await?;
+    assert_eq!(status, 401, "a forgery fails against the fetched key too");
+    poll_until(
+        "A's Synapse logs the fetched-key request",
+        DEADLINE,
+        POLL,
+        || async { Ok(synapse_log(a)?.contains("fetched-probe").then_some(())) },
+    )
+    .await?;
+    assert!(!synapse_log(a)?.contains("forged-unpinned"));
+    let metrics = gate.metrics().await?;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "govmx_gate_key_fetches_total",
+            &[("result", "fetched")]
+        ),
+        1.0,
+        "B's keys were fetched once"
+    );
     Ok(())
 }

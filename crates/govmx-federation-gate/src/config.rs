@@ -128,8 +128,24 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// The signed policy bundle directory (primary source).
-    pub dir: PathBuf,
+    /// The signed policy bundle directory (primary source); exactly one of `dir` and `url`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// The signed policy bundle served over HTTPS (primary source): `<url>/SIGNATURES.json`
+    /// and the files its manifest lists. Exactly one of `dir` and `url`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PEM CA bundle the `url` server's certificate must chain to (required with `url`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Time for one HTTPS request to `url`.
+    #[serde(default = "default_fetch_timeout", deserialize_with = "duration")]
+    pub fetch_timeout: Duration,
+    /// When an origin is refused because it is not listed, check the source again (at most
+    /// once per this interval), so a server just added federates before the next poll.
+    /// `0s` turns this off.
+    #[serde(default = "default_refetch_on_miss", deserialize_with = "duration")]
+    pub refetch_on_miss: Duration,
     /// The trust anchors (pinned bundle signers and threshold).
     pub trust: PathBuf,
     /// Where the gate keeps a copy of the last bundle that verified; used at start when the
@@ -164,6 +180,12 @@ fn default_min_refetch() -> Duration {
 }
 fn default_max_key_cache() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_refetch_on_miss() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_reload_interval() -> Duration {
     Duration::from_secs(30)
@@ -243,20 +265,42 @@ impl govmx_service::Validate for Config {
                 problems.push(format!("{key}: {} is not a readable file", path.display()));
             }
         }
-        if self.policy.dir.exists() && !self.policy.dir.is_dir() {
-            problems.push(format!(
-                "policy.dir: {} is not a directory",
-                self.policy.dir.display()
-            ));
+        match (&self.policy.dir, &self.policy.url) {
+            (Some(dir), None) => {
+                if dir.exists() && !dir.is_dir() {
+                    problems.push(format!("policy.dir: {} is not a directory", dir.display()));
+                }
+                if same_dir(dir, &self.policy.last_known_good_dir) {
+                    problems
+                        .push("policy.last_known_good_dir must differ from policy.dir".to_owned());
+                }
+            }
+            (None, Some(url)) => {
+                if !url.starts_with("https://") || url.parse::<http::Uri>().is_err() {
+                    problems.push(format!("policy.url: {url:?} must be an https:// URL"));
+                }
+                match &self.policy.ca_file {
+                    Some(ca) if !ca.is_file() => problems.push(format!(
+                        "policy.ca_file: {} is not a readable file",
+                        ca.display()
+                    )),
+                    Some(_) => {}
+                    None => problems.push(
+                        "policy.ca_file is required with policy.url (the CA the bundle server's certificate chains to)"
+                            .to_owned(),
+                    ),
+                }
+            }
+            _ => problems.push("policy: set exactly one of dir and url".to_owned()),
+        }
+        if self.policy.ca_file.is_some() && self.policy.url.is_none() {
+            problems.push("policy.ca_file is only used with policy.url".to_owned());
         }
         if self.policy.last_known_good_dir.exists() && !self.policy.last_known_good_dir.is_dir() {
             problems.push(format!(
                 "policy.last_known_good_dir: {} is not a directory",
                 self.policy.last_known_good_dir.display()
             ));
-        }
-        if same_dir(&self.policy.dir, &self.policy.last_known_good_dir) {
-            problems.push("policy.last_known_good_dir must differ from policy.dir".to_owned());
         }
         if self.inbound.max_body_bytes == 0 {
             problems.push("inbound.max_body_bytes must be greater than 0".to_owned());
@@ -268,6 +312,7 @@ impl govmx_service::Validate for Config {
             ),
             ("inbound.upstream_timeout", self.inbound.upstream_timeout),
             ("policy.reload_interval", self.policy.reload_interval),
+            ("policy.fetch_timeout", self.policy.fetch_timeout),
             ("policy.max_age", self.policy.max_age),
         ] {
             if value.is_zero() {

@@ -8,7 +8,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -51,6 +52,11 @@ pub struct Shared {
     pub readiness: Readiness,
     /// Signing keys of listed servers without pinned keys (strict mode with `key_fetch`).
     pub keys: Option<KeyFetcher>,
+    /// Wakes the reload loop (SIGHUP, refetch on a miss).
+    pub(crate) reload: Arc<Notify>,
+    /// When the last refetch on a miss was asked for (ms since `started`).
+    last_miss_refetch: AtomicU64,
+    started: Instant,
     pub(crate) client: Client<HttpConnector, axum::body::Body>,
     pub(crate) upstream_authority: String,
 }
@@ -75,6 +81,28 @@ impl Shared {
         }
         status
     }
+
+    /// An origin was refused as unlisted: check the source again, at most once per
+    /// `policy.refetch_on_miss`, so a server just added federates before the next poll.
+    pub(crate) fn refetch_on_miss(&self) {
+        let interval = self.config.policy.refetch_on_miss;
+        if interval.is_zero() {
+            return;
+        }
+        let now_ms = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_miss_refetch.load(Ordering::Relaxed);
+        if last != 0 && now_ms.saturating_sub(last) < interval.as_millis() as u64 {
+            return;
+        }
+        if self
+            .last_miss_refetch
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::debug!("unlisted origin refused; checking the federation list source again");
+            self.reload.notify_one();
+        }
+    }
 }
 
 /// Why the gate could not start.
@@ -89,6 +117,9 @@ pub enum StartError {
     /// The audit log.
     #[error(transparent)]
     Audit(#[from] AuditError),
+    /// The bundle source (URL and CA file).
+    #[error("policy: {0}")]
+    Source(String),
     /// The key fetcher's CA bundle.
     #[error("inbound.key_fetch: {0}")]
     KeyFetch(String),
@@ -172,8 +203,9 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     let audit = AuditLog::open(&config.audit_log)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
-    let store = ListStore::new(&config.policy, &config.server_name, metrics.clone());
-    store.load_initial(SystemTime::now());
+    let store = ListStore::new(&config.policy, &config.server_name, metrics.clone())
+        .map_err(StartError::Source)?;
+    store.load_initial(SystemTime::now()).await;
     let keys = match &config.inbound.key_fetch {
         Some(k) => Some(
             KeyFetcher::from_ca_file(
@@ -220,6 +252,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     };
 
     let readiness = Readiness::not_ready("federation list not checked yet");
+    let reload = Arc::new(Notify::new());
     let shared = Arc::new(Shared {
         config,
         store,
@@ -227,12 +260,14 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         audit,
         readiness: readiness.clone(),
         keys,
+        reload: reload.clone(),
+        last_miss_refetch: AtomicU64::new(0),
+        started: Instant::now(),
         client,
         upstream_authority,
     });
     shared.list_status(SystemTime::now());
     let (trigger, shutdown) = Shutdown::manual();
-    let reload = Arc::new(Notify::new());
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(inbound_loop(
@@ -385,7 +420,7 @@ async fn reload_loop(shared: Arc<Shared>, reload: Arc<Notify>, shutdown: Shutdow
         };
         let now = SystemTime::now();
         if forced || now >= next_poll {
-            shared.store.poll(now);
+            shared.store.poll(now).await;
             next_poll = now + interval;
         }
         shared.list_status(now);

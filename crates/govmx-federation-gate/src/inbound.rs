@@ -256,14 +256,19 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: SocketAddr)
                     shared
                         .metrics
                         .decision("inbound", true, &decision.rule, &class, true);
-                } else if let Some(response) = ctx.deny(Denial {
-                    status: StatusCode::FORBIDDEN,
-                    errcode: "M_FORBIDDEN",
-                    rule: &decision.rule,
-                    reason: decision.reason.clone(),
-                    origin: Some(origin),
-                    destination: header.destination.as_deref(),
-                }) {
+                } else if let Some(response) = {
+                    if current.list.server(origin).is_none() {
+                        shared.refetch_on_miss();
+                    }
+                    ctx.deny(Denial {
+                        status: StatusCode::FORBIDDEN,
+                        errcode: "M_FORBIDDEN",
+                        rule: &decision.rule,
+                        reason: decision.reason.clone(),
+                        origin: Some(origin),
+                        destination: header.destination.as_deref(),
+                    })
+                } {
                     return response;
                 }
             }

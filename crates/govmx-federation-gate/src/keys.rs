@@ -31,6 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::metrics::Metrics;
+use crate::source::error_chain;
 
 /// Why no key could be had for a server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -242,17 +243,6 @@ impl KeyFetcher {
         let max_expiry = now + self.settings.max_cache;
         parse_key_response(server, &body, now, max_expiry)
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[derive(Deserialize)]

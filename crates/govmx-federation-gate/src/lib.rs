@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod signature;
+pub mod source;
 pub mod tls;
 pub mod txn;
 pub mod xmatrix;

@@ -4,10 +4,13 @@
 //! (`Arc`) and never see a half-updated list; a reload swaps the pointer in one step, so a
 //! reload never fails a request.
 //!
-//! - **Primary source**: the bundle directory. [`ListStore::poll`] reads all its regular files
-//!   (dot files are skipped) into memory and hashes them together with the trust file. An
+//! - **Primary source**: the bundle directory or HTTPS URL ([`BundleSource`]). [`ListStore::poll`]
+//!   reads the bundle's files into memory and hashes them together with the trust file. An
 //!   unchanged hash only refreshes the confirmation time; a new hash is verified (signatures,
-//!   threshold) and swapped in; a failure keeps the old list and counts `failed`.
+//!   threshold; on a blocking thread, so a large list never stalls request handling) and
+//!   swapped in; a failure keeps the old list and counts `failed`.
+//! - **No rollback**: a bundle whose version is lower than the list in use, or the same version
+//!   with other content, is refused (a replayed old list cannot re-admit a removed server).
 //! - **Last-known-good**: after each successful verification the exact bytes verified are written
 //!   to `<lkg>/bundle` (via `bundle.new` and renames) and the confirmation time to
 //!   `<lkg>/verified-at`. At start, when the primary fails, that copy is verified again with
@@ -16,7 +19,7 @@
 //!   primary source. Past `max_age` the status is [`ListStatus::Stale`] and the gate fails
 //!   closed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +28,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::PolicyConfig;
 use crate::metrics::Metrics;
-use crate::policy::{BundleFiles, PolicyList, is_bundle_file, verify_bundle};
+use crate::policy::{BundleFiles, PolicyList, verify_bundle};
+use crate::source::{BundleSource, UrlSource, read_dir_bundle};
 
 const LKG_BUNDLE: &str = "bundle";
 const LKG_BUNDLE_NEW: &str = "bundle.new";
@@ -51,6 +55,7 @@ pub struct CurrentList {
     /// Where it came from.
     pub source: ListSource,
     fingerprint: [u8; 32],
+    files_hash: [u8; 32],
 }
 
 /// The list as requests see it.
@@ -116,7 +121,7 @@ pub enum ReloadOutcome {
 #[derive(Debug)]
 pub struct ListStore {
     current: ArcSwapOption<CurrentList>,
-    dir: PathBuf,
+    source: BundleSource,
     trust: PathBuf,
     lkg_dir: PathBuf,
     own_server: String,
@@ -126,23 +131,36 @@ pub struct ListStore {
 }
 
 impl ListStore {
-    /// A store with no list yet; call [`ListStore::load_initial`].
-    pub fn new(config: &PolicyConfig, own_server: &str, metrics: Metrics) -> ListStore {
-        ListStore {
+    /// A store with no list yet; call [`ListStore::load_initial`]. Fails only when the URL
+    /// source cannot be set up (CA file).
+    pub fn new(
+        config: &PolicyConfig,
+        own_server: &str,
+        metrics: Metrics,
+    ) -> Result<ListStore, String> {
+        let source = match (&config.url, &config.dir, &config.ca_file) {
+            (Some(url), _, Some(ca)) => {
+                BundleSource::Url(UrlSource::new(url, ca, config.fetch_timeout)?)
+            }
+            (Some(_), _, None) => return Err("policy.url needs policy.ca_file".to_owned()),
+            (None, Some(dir), _) => BundleSource::Dir(dir.clone()),
+            (None, None, _) => return Err("policy: neither dir nor url is set".to_owned()),
+        };
+        Ok(ListStore {
             current: ArcSwapOption::empty(),
-            dir: config.dir.clone(),
+            source,
             trust: config.trust.clone(),
             lkg_dir: config.last_known_good_dir.clone(),
             own_server: own_server.to_owned(),
             max_age: config.max_age,
             last_error: Mutex::new("no federation list loaded yet".to_owned()),
             metrics,
-        }
+        })
     }
 
     /// Loads from the primary source, falling back to the last-known-good copy.
-    pub fn load_initial(&self, now: SystemTime) -> ReloadOutcome {
-        let outcome = self.poll(now);
+    pub async fn load_initial(&self, now: SystemTime) -> ReloadOutcome {
+        let outcome = self.poll(now).await;
         if let ReloadOutcome::Failed(primary_error) = &outcome {
             match self.load_last_known_good() {
                 Ok(current) => {
@@ -168,8 +186,8 @@ impl ListStore {
     }
 
     /// Checks the primary source once and swaps in a new list if it changed and verifies.
-    pub fn poll(&self, now: SystemTime) -> ReloadOutcome {
-        let outcome = self.poll_inner(now);
+    pub async fn poll(&self, now: SystemTime) -> ReloadOutcome {
+        let outcome = self.poll_inner(now).await;
         match &outcome {
             ReloadOutcome::Loaded { version } => {
                 self.metrics.reload("loaded");
@@ -179,24 +197,26 @@ impl ListStore {
             ReloadOutcome::Unchanged => self.metrics.reload("unchanged"),
             ReloadOutcome::Failed(error) => {
                 self.metrics.reload("failed");
-                tracing::error!(%error, dir = %self.dir.display(), "federation list reload failed; keeping the previous list");
+                tracing::error!(%error, source = %self.source.describe(), "federation list reload failed; keeping the previous list");
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error.clone();
             }
         }
         outcome
     }
 
-    fn poll_inner(&self, now: SystemTime) -> ReloadOutcome {
-        let (files, trust) = match read_bundle(&self.dir).and_then(|files| {
-            let trust =
-                std::fs::read(&self.trust).map_err(|e| format!("{}: {e}", self.trust.display()))?;
-            Ok((files, trust))
-        }) {
-            Ok(read) => read,
+    async fn poll_inner(&self, now: SystemTime) -> ReloadOutcome {
+        let files = match self.source.read().await {
+            Ok(files) => files,
             Err(error) => return ReloadOutcome::Failed(error),
         };
+        let trust = match std::fs::read(&self.trust) {
+            Ok(trust) => trust,
+            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.trust.display())),
+        };
+        let files_hash = fingerprint(&files, b"");
         let fingerprint = fingerprint(&files, &trust);
-        if let Some(current) = self.current.load_full()
+        let previous = self.current.load_full();
+        if let Some(current) = &previous
             && current.fingerprint == fingerprint
             && current.source == ListSource::Primary
         {
@@ -205,20 +225,43 @@ impl ListStore {
                 verified_at: now,
                 source: ListSource::Primary,
                 fingerprint,
+                files_hash,
             })));
             self.write_verified_at(now);
             return ReloadOutcome::Unchanged;
         }
-        let list = match verify_bundle(&files, &trust, &self.own_server, now) {
-            Ok(list) => list,
-            Err(error) => return ReloadOutcome::Failed(error.to_string()),
+        // Verification of a large list takes a while: keep it off the request-serving threads.
+        let own_server = self.own_server.clone();
+        let (files, list) = match tokio::task::spawn_blocking(move || {
+            let list = verify_bundle(&files, &trust, &own_server, now);
+            (files, list)
+        })
+        .await
+        {
+            Ok((files, Ok(list))) => (files, list),
+            Ok((_, Err(error))) => return ReloadOutcome::Failed(error.to_string()),
+            Err(error) => return ReloadOutcome::Failed(format!("verification failed: {error}")),
         };
         let version = list.version();
+        if let Some(current) = &previous {
+            let in_use = current.list.version();
+            if version < in_use {
+                return ReloadOutcome::Failed(format!(
+                    "bundle version {version} is older than the list in use (version {in_use}); rollback refused"
+                ));
+            }
+            if version == in_use && current.files_hash != files_hash {
+                return ReloadOutcome::Failed(format!(
+                    "bundle version {version} is already in use with other content; a changed bundle needs a new version"
+                ));
+            }
+        }
         self.current.store(Some(Arc::new(CurrentList {
             list: Arc::new(list),
             verified_at: now,
             source: ListSource::Primary,
             fingerprint,
+            files_hash,
         })));
         if let Err(error) = self.write_last_known_good(&files, now) {
             tracing::error!(%error, dir = %self.lkg_dir.display(), "cannot write the last-known-good copy");
@@ -277,7 +320,7 @@ impl ListStore {
         if !dir.is_dir() {
             dir = self.lkg_dir.join(LKG_BUNDLE_OLD);
         }
-        let files = read_bundle(&dir)?;
+        let files = read_dir_bundle(&dir)?;
         let trust =
             std::fs::read(&self.trust).map_err(|e| format!("{}: {e}", self.trust.display()))?;
         let list = verify_bundle(&files, &trust, &self.own_server, SystemTime::now())
@@ -291,6 +334,7 @@ impl ListStore {
             verified_at,
             source: ListSource::LastKnownGood,
             fingerprint: fingerprint(&files, &trust),
+            files_hash: fingerprint(&files, b""),
         })
     }
 
@@ -332,34 +376,6 @@ impl ListStore {
     }
 }
 
-/// Reads the regular, non-hidden files of a bundle directory.
-fn read_bundle(dir: &Path) -> Result<BundleFiles, String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut files = BundleFiles::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let Ok(name) = entry.file_name().into_string() else {
-            return Err(format!(
-                "{}: file name is not UTF-8",
-                entry.path().display()
-            ));
-        };
-        if name.starts_with('.') || !is_bundle_file(&name) {
-            continue;
-        }
-        let path = entry.path();
-        if !path.is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        files.insert(name, bytes);
-    }
-    if files.is_empty() {
-        return Err(format!("{}: no bundle files", dir.display()));
-    }
-    Ok(files)
-}
-
 fn fingerprint(files: &BundleFiles, trust: &[u8]) -> [u8; 32] {
     let mut hash = Sha256::new();
     for (name, bytes) in files {
@@ -380,12 +396,17 @@ mod tests {
     use super::*;
     use crate::policy::testing::{TestServer, TestSigner, write_bundle, write_trust};
 
-    #[test]
-    fn reload_lkg_and_age() {
+    #[tokio::test]
+    async fn reload_lkg_and_age() {
         let tmp = tempfile::tempdir().unwrap();
         let signer = TestSigner::from_seed("alice", 1);
+        let dir = tmp.path().join("bundle");
         let config = PolicyConfig {
-            dir: tmp.path().join("bundle"),
+            dir: Some(dir.clone()),
+            url: None,
+            ca_file: None,
+            fetch_timeout: Duration::from_secs(1),
+            refetch_on_miss: Duration::ZERO,
             trust: tmp.path().join("trust.yaml"),
             last_known_good_dir: tmp.path().join("lkg"),
             reload_interval: Duration::from_secs(1),
@@ -395,8 +416,11 @@ mod tests {
         let metrics = Metrics::register(&mut Registry::default());
         let t0 = SystemTime::now();
 
-        let store = ListStore::new(&config, "a.example", metrics.clone());
-        assert!(matches!(store.load_initial(t0), ReloadOutcome::Failed(_)));
+        let store = ListStore::new(&config, "a.example", metrics.clone()).unwrap();
+        assert!(matches!(
+            store.load_initial(t0).await,
+            ReloadOutcome::Failed(_)
+        ));
         assert!(
             store
                 .status(t0)
@@ -405,10 +429,10 @@ mod tests {
                 .starts_with("no federation list:")
         );
 
-        write_bundle(&config.dir, 1, &[TestServer::new("a.example")], &[&signer]).unwrap();
-        assert_eq!(store.poll(t0), ReloadOutcome::Loaded { version: 1 });
+        write_bundle(&dir, 1, &[TestServer::new("a.example")], &[&signer]).unwrap();
+        assert_eq!(store.poll(t0).await, ReloadOutcome::Loaded { version: 1 });
         assert_eq!(
-            store.poll(t0 + Duration::from_secs(30)),
+            store.poll(t0 + Duration::from_secs(30)).await,
             ReloadOutcome::Unchanged
         );
         assert!(store.status(t0 + Duration::from_secs(80)).fresh().is_some());
@@ -421,13 +445,9 @@ mod tests {
         );
 
         // A bad bundle keeps the old list.
-        std::fs::write(
-            config.dir.join("federation.yaml"),
-            "version: 2\nservers: []\n",
-        )
-        .unwrap();
+        std::fs::write(dir.join("federation.yaml"), "version: 2\nservers: []\n").unwrap();
         assert!(matches!(
-            store.poll(t0 + Duration::from_secs(40)),
+            store.poll(t0 + Duration::from_secs(40)).await,
             ReloadOutcome::Failed(_)
         ));
         assert_eq!(
@@ -442,9 +462,9 @@ mod tests {
 
         // A new store whose primary is broken starts from the last-known-good copy with the
         // recorded confirmation time.
-        let restarted = ListStore::new(&config, "a.example", metrics);
+        let restarted = ListStore::new(&config, "a.example", metrics).unwrap();
         assert!(matches!(
-            restarted.load_initial(t0 + Duration::from_secs(50)),
+            restarted.load_initial(t0 + Duration::from_secs(50)).await,
             ReloadOutcome::Failed(_)
         ));
         let status = restarted.status(t0 + Duration::from_secs(50));

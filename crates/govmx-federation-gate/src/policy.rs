@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use ed25519_dalek::VerifyingKey;
-use govmx_policy::bundle::{self, SIGNATURES_FILE};
+use govmx_policy::bundle;
+pub use govmx_policy::bundle::SIGNATURES_FILE;
 use govmx_policy::{Document, ParsedDocument, PolicySet, parse_document};
 use ruma_common::ServerName;
 use serde::Serialize;
@@ -120,6 +121,26 @@ pub type BundleFiles = BTreeMap<String, Vec<u8>>;
 /// `govmx policy sign` covers, plus the signature file).
 pub fn is_bundle_file(name: &str) -> bool {
     name == SIGNATURES_FILE || name.ends_with(".yaml") || name.ends_with(".yml")
+}
+
+/// The file names a `SIGNATURES.json` manifest lists (what a bundle served over HTTPS
+/// consists of). Refuses names that are not plain bundle file names (no paths, no dot files).
+pub fn manifest_file_names(signatures: &[u8]) -> Result<Vec<String>, String> {
+    let file = govmx_policy::bundle::SignatureFile::parse(signatures)
+        .map_err(|e| format!("{SIGNATURES_FILE}: {e}"))?;
+    let names: Vec<String> = file.manifest.files.keys().cloned().collect();
+    for name in &names {
+        if name.starts_with('.')
+            || name.contains(['/', '\\', '?', '#', '%'])
+            || !is_bundle_file(name)
+            || name == SIGNATURES_FILE
+        {
+            return Err(format!(
+                "{SIGNATURES_FILE}: manifest lists {name:?}, which is not a bundle file name"
+            ));
+        }
+    }
+    Ok(names)
 }
 
 /// Verifies a bundle (given as its files) against the trust anchors and builds the policy set

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use govmx_federation_gate::policy::testing::TestServer;
+use govmx_federation_gate::policy::testing::{TestServer, write_bundle};
 use serde_json::json;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -888,6 +888,76 @@ async fn hot_reload_swaps_lists_without_failing_requests() {
     stop.store(true, Ordering::Relaxed);
     hammer.await.unwrap();
     assert!(served.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_from_https_url_refetches_on_a_miss_and_refuses_rollback() {
+    let mut h = Harness::start(Options {
+        bundle_over_https: true,
+        refetch_on_miss: Duration::from_millis(200),
+        ..Options::default()
+    })
+    .await;
+    let hits = h.bundle_hits.clone().unwrap();
+    let path = "/_matrix/federation/v1/event/$e";
+    assert_eq!(
+        h.get_as(GOOD, path).await.0,
+        200,
+        "list v1 loaded from the URL"
+    );
+    let after_start = hits.load(Ordering::SeqCst);
+    assert!(
+        after_start >= 4,
+        "SIGNATURES.json and every manifest file: {after_start}"
+    );
+
+    // An unchanged bundle costs one request per poll: SIGNATURES.json pins the rest.
+    h.gate.reload_now();
+    let loaded = |m: &str, result: &str| {
+        metric_value(
+            m,
+            &["govmx_gate_reloads_total", &format!("result=\"{result}\"")],
+        )
+    };
+    eventually(DEADLINE, "an unchanged poll", || async {
+        (loaded(&h.metrics().await, "unchanged") == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(hits.load(Ordering::SeqCst), after_start + 1);
+
+    // A new list adding EVIL is published but not polled (reload interval 1 h): EVIL's first
+    // request is refused, which makes the gate look again; EVIL then federates.
+    let mut servers = default_servers(&h.good_key);
+    servers.push(TestServer::new(EVIL));
+    h.publish(&servers, &[0, 1]);
+    let (status, body) = h.get_as(EVIL, path).await;
+    assert_eq!(status, 403, "still the old list: {body}");
+    eventually(
+        DEADLINE,
+        "EVIL admitted after the refetch on a miss",
+        || async { (h.get_as(EVIL, path).await.0 == 200).then_some(()) },
+    )
+    .await;
+
+    // Replaying the older, validly signed v1 is refused: no rollback, EVIL stays admitted.
+    write_bundle(
+        &h.bundle_dir,
+        1,
+        &default_servers(&h.good_key),
+        &[&h.signers[0], &h.signers[1]],
+    )
+    .unwrap();
+    h.gate.reload_now();
+    eventually(DEADLINE, "the rollback refused", || async {
+        (loaded(&h.metrics().await, "failed") == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(h.get_as(EVIL, path).await.0, 200);
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, &["govmx_gate_list_version "]),
+        Some(2.0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,7 @@ use govmx_federation_gate::RunningGate;
 
 use crate::ca::ServerCert;
 use crate::policy::RunPolicy;
+use crate::synapse::HomeserverSpec;
 use crate::util::{create_dir, write_file, yaml_str};
 use crate::{Result, StackError};
 
@@ -64,6 +65,9 @@ pub struct GateConfig {
     pub dir: PathBuf,
     /// Strict mode: verify X-Matrix signatures with the keys pinned in the list.
     pub strict: bool,
+    /// The CA federation certificates chain to (strict mode fetches unpinned keys over TLS
+    /// checked against it).
+    pub federation_ca: PathBuf,
 }
 
 /// Renders the gate's configuration. Pure.
@@ -82,8 +86,10 @@ inbound:\n\
 \x20 # /send bodies are signed: removing relayed PDUs would make Synapse refuse the whole\n\
 \x20 # transaction (401). The gate only reports them; the Synapse module drops them.\n\
 \x20 relayed_events: report\n\
-\x20 # Every listed server has its real Synapse signing key pinned in the run's list.\n\
+\x20 # Listed servers have their real Synapse signing keys pinned in the run's list; for any\n\
+\x20 # without, strict mode fetches the keys from the server over TLS chained to the run CA.\n\
 \x20 strict: {strict}\n\
+{key_fetch}\
 outbound:\n\
 \x20 listen: {connect}\n\
 admin:\n\
@@ -102,6 +108,14 @@ audit_log: {audit}\n",
         key = p(&config.tls.key_path),
         upstream = s(&format!("http://{}", config.upstream)),
         strict = config.strict,
+        key_fetch = if config.strict {
+            format!(
+                "\x20 key_fetch:\n\x20   ca_file: {}\n",
+                p(&config.federation_ca)
+            )
+        } else {
+            String::new()
+        },
         connect = s(&config.connect.to_string()),
         admin = s(&config.admin.to_string()),
         bundle = p(&config.bundle_dir),
@@ -124,15 +138,18 @@ impl Gate {
     /// Writes `<dir>/gate.yaml`, loads it with the gate's validating loader and starts the gate
     /// on the current tokio runtime.
     pub(crate) async fn start(
-        server_name: &str,
-        inbound: SocketAddr,
+        spec: &HomeserverSpec,
         tls: &ServerCert,
+        federation_ca: &Path,
         policy: &RunPolicy,
         dir: &Path,
-        strict: bool,
         http: reqwest::Client,
     ) -> Result<Gate> {
         create_dir(dir)?;
+        let server_name = spec.server_name();
+        let server_name = server_name.as_str();
+        let inbound = spec.federation_addr;
+        let strict = spec.gate_strict;
         let ip = inbound.ip();
         let config = GateConfig {
             server_name: server_name.to_owned(),
@@ -145,6 +162,7 @@ impl Gate {
             trust: policy.trust_path(),
             dir: dir.to_owned(),
             strict,
+            federation_ca: federation_ca.to_owned(),
         };
         let config_path = dir.join("gate.yaml");
         write_file(&config_path, render_gate_yaml(&config).as_bytes(), 0o644)?;
@@ -296,6 +314,7 @@ mod tests {
             trust: "/s/policy/trust.yaml".into(),
             dir: "/s/hs/gate".into(),
             strict: true,
+            federation_ca: "/s/ca/ca.pem".into(),
         };
         let text = render_gate_yaml(&config);
         let parsed: govmx_federation_gate::Config =
@@ -307,6 +326,11 @@ mod tests {
             govmx_federation_gate::config::RelayedEvents::Report
         );
         assert!(parsed.inbound.strict);
+        let key_fetch = parsed
+            .inbound
+            .key_fetch
+            .expect("strict mode fetches unpinned keys");
+        assert_eq!(key_fetch.ca_file, Path::new("/s/ca/ca.pem"));
         assert_eq!(parsed.audit_log, Path::new("/s/hs/gate/audit.jsonl"));
     }
 

@@ -340,12 +340,11 @@ impl Homeserver {
             FederationFront::SynapseTls => None,
             FederationFront::Gate => Some(
                 Gate::start(
-                    &spec.server_name(),
-                    spec.federation_addr,
+                    spec,
                     &tls,
+                    spec.trusted_ca.as_deref().unwrap_or(ca.cert_path()),
                     policy,
                     &data_dir.join("gate"),
-                    spec.gate_strict,
                     http.clone(),
                 )
                 .await?,

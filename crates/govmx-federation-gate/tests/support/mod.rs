@@ -116,6 +116,10 @@ pub struct Options {
     pub relayed_events: RelayedEvents,
     /// Strict-mode key fetching for unpinned servers, trusting this CA file.
     pub key_fetch_ca: Option<PathBuf>,
+    /// Serve the bundle over HTTPS and configure the gate with its URL instead of the directory.
+    pub bundle_over_https: bool,
+    /// `policy.refetch_on_miss`.
+    pub refetch_on_miss: Duration,
 }
 
 impl Default for Options {
@@ -130,6 +134,8 @@ impl Default for Options {
             header_read_timeout: Duration::from_secs(5),
             relayed_events: RelayedEvents::Remove,
             key_fetch_ca: None,
+            bundle_over_https: false,
+            refetch_on_miss: Duration::ZERO,
         }
     }
 }
@@ -145,6 +151,9 @@ pub struct Harness {
     pub bundle_dir: PathBuf,
     pub audit_path: PathBuf,
     pub version: u64,
+    /// With `bundle_over_https`: the bundle server's request count.
+    pub bundle_hits: Option<Arc<std::sync::atomic::AtomicUsize>>,
+    _bundle_server: Option<JoinHandle<()>>,
 }
 
 /// The default list: GOOD (pinned key) and PLAIN.
@@ -182,6 +191,17 @@ impl Harness {
         adjust(&mut servers);
         write_bundle(&bundle_dir, 1, &servers, &[&signers[0], &signers[1]]).unwrap();
         let upstream = FakeUpstream::start().await;
+        let (url, ca_file, bundle_hits, bundle_server) = if options.bundle_over_https {
+            let (addr, ca, hits, task) = start_bundle_server(&tmp, bundle_dir.clone()).await;
+            (
+                Some(format!("https://{addr}/bundle/")),
+                Some(ca),
+                Some(hits),
+                Some(task),
+            )
+        } else {
+            (None, None, None, None)
+        };
         let audit_path = tmp.path().join("audit/denials.jsonl");
         let config = Config {
             server_name: OURS.to_owned(),
@@ -210,7 +230,11 @@ impl Harness {
                 listen: "127.0.0.1:0".parse().unwrap(),
             },
             policy: PolicyConfig {
-                dir: bundle_dir.clone(),
+                dir: url.is_none().then(|| bundle_dir.clone()),
+                url,
+                ca_file,
+                fetch_timeout: Duration::from_secs(5),
+                refetch_on_miss: options.refetch_on_miss,
                 trust,
                 last_known_good_dir: tmp.path().join("lkg"),
                 reload_interval: options.reload_interval,
@@ -240,6 +264,8 @@ impl Harness {
             bundle_dir,
             audit_path,
             version: 1,
+            bundle_hits,
+            _bundle_server: bundle_server,
         }
     }
 
@@ -382,13 +408,15 @@ pub fn make_tls(tmp: &TempDir) -> (String, PathBuf, PathBuf) {
     (ca.pem(), cert_path, key_path)
 }
 
-/// A TLS server on 127.0.0.1 answering `/_matrix/key/v2/server` for `server` with `key` (id
-/// `key_id`), as a homeserver does; counts the fetches. Returns (address, CA path, hits, task).
-pub async fn start_key_server(
+/// What a test TLS server answers for a path (`None`: 404).
+pub type Handler = Arc<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
+/// A TLS server on 127.0.0.1 with its own CA, answering GETs with `handler`; counts the
+/// answered requests. Returns (address, CA path, hits, task).
+pub async fn start_tls_server(
     tmp: &TempDir,
-    server: &str,
-    key_id: &str,
-    key: &SigningKey,
+    name: &str,
+    handler: Handler,
 ) -> (
     SocketAddr,
     PathBuf,
@@ -396,7 +424,7 @@ pub async fn start_key_server(
     JoinHandle<()>,
 ) {
     use hyper_util::rt::TokioIo;
-    let dir = tmp.path().join("key-server");
+    let dir = tmp.path().join(name);
     std::fs::create_dir_all(&dir).unwrap();
     let sub = tempfile::tempdir_in(&dir).unwrap();
     let (ca_pem, cert, key_path) = make_tls(&sub);
@@ -405,26 +433,19 @@ pub async fn start_key_server(
     let acceptor = tokio_rustls::TlsAcceptor::from(
         govmx_federation_gate::tls::server_config(&cert, &key_path).unwrap(),
     );
-    let body = govmx_federation_gate::keys::testing::key_response(
-        server,
-        key_id,
-        key,
-        std::time::SystemTime::now() + Duration::from_secs(3600),
-    )
-    .to_string();
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let counter = hits.clone();
-    // Keep the temp dir with the certificates alive as long as the server.
     let task = tokio::spawn(async move {
+        // The temp dir with the certificates lives as long as the server.
         let _sub = sub;
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
             let acceptor = acceptor.clone();
-            let body = body.clone();
+            let handler = handler.clone();
             let counter = counter.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -432,17 +453,23 @@ pub async fn start_key_server(
                 };
                 let service = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
-                        let body = body.clone();
+                        let answer = handler(req.uri().path());
                         let counter = counter.clone();
                         async move {
-                            let response = if req.uri().path() == "/_matrix/key/v2/server" {
-                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                hyper::Response::new(http_body_util::Full::new(Bytes::from(body)))
-                            } else {
-                                let mut r =
-                                    hyper::Response::new(http_body_util::Full::new(Bytes::new()));
-                                *r.status_mut() = hyper::StatusCode::NOT_FOUND;
-                                r
+                            let response = match answer {
+                                Some(body) => {
+                                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                    hyper::Response::new(http_body_util::Full::new(Bytes::from(
+                                        body,
+                                    )))
+                                }
+                                None => {
+                                    let mut r = hyper::Response::new(http_body_util::Full::new(
+                                        Bytes::new(),
+                                    ));
+                                    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                                    r
+                                }
                             };
                             Ok::<_, std::convert::Infallible>(response)
                         }
@@ -455,4 +482,50 @@ pub async fn start_key_server(
         }
     });
     (addr, ca_path, hits, task)
+}
+
+/// A TLS server answering `/_matrix/key/v2/server` for `server` with `key` (id `key_id`), as
+/// a homeserver does.
+pub async fn start_key_server(
+    tmp: &TempDir,
+    server: &str,
+    key_id: &str,
+    key: &SigningKey,
+) -> (
+    SocketAddr,
+    PathBuf,
+    Arc<std::sync::atomic::AtomicUsize>,
+    JoinHandle<()>,
+) {
+    let body = govmx_federation_gate::keys::testing::key_response(
+        server,
+        key_id,
+        key,
+        std::time::SystemTime::now() + Duration::from_secs(3600),
+    )
+    .to_string()
+    .into_bytes();
+    let handler: Handler =
+        Arc::new(move |path| (path == "/_matrix/key/v2/server").then(|| body.clone()));
+    start_tls_server(tmp, "key-server", handler).await
+}
+
+/// A TLS server publishing the files of `dir` under `/bundle/<name>` (a bundle URL source).
+pub async fn start_bundle_server(
+    tmp: &TempDir,
+    dir: PathBuf,
+) -> (
+    SocketAddr,
+    PathBuf,
+    Arc<std::sync::atomic::AtomicUsize>,
+    JoinHandle<()>,
+) {
+    let handler: Handler = Arc::new(move |path| {
+        let name = path.strip_prefix("/bundle/")?;
+        if name.contains('/') || name.starts_with('.') {
+            return None;
+        }
+        std::fs::read(dir.join(name)).ok()
+    });
+    start_tls_server(tmp, "bundle-server", handler).await
 }

@@ -1,0 +1,166 @@
+//! Where the signed bundle comes from: a directory, or an HTTPS URL.
+//!
+//! **URL source**: `<url>/SIGNATURES.json` is fetched first; its signed manifest names every
+//! file of the bundle, and each is fetched from `<url>/<name>`. Nothing fetched is trusted
+//! until the whole bundle verifies against the pinned trust anchors (the list store does
+//! that), so the web server is only a courier. When `SIGNATURES.json` is byte-identical to the
+//! last fetch, the files fetched then are reused: the signed manifest pins every file's hash,
+//! so a poll of an unchanged bundle costs one request. TLS must chain to the configured CA; no
+//! redirects, no proxies, a size cap per file and a timeout per request.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::policy::{BundleFiles, is_bundle_file, manifest_file_names};
+
+/// Largest single bundle file accepted over HTTPS (a 100,000-server list is about 10 MiB).
+const MAX_FILE: usize = 64 * 1024 * 1024;
+
+/// A bundle source.
+#[derive(Debug)]
+pub enum BundleSource {
+    /// A directory holding the bundle files.
+    Dir(PathBuf),
+    /// A base URL serving them.
+    Url(UrlSource),
+}
+
+impl BundleSource {
+    /// Reads the bundle's files.
+    pub async fn read(&self) -> Result<BundleFiles, String> {
+        match self {
+            BundleSource::Dir(dir) => read_dir_bundle(dir),
+            BundleSource::Url(url) => url.fetch().await,
+        }
+    }
+
+    /// For messages: the directory or URL.
+    pub fn describe(&self) -> String {
+        match self {
+            BundleSource::Dir(dir) => dir.display().to_string(),
+            BundleSource::Url(url) => url.base.clone(),
+        }
+    }
+}
+
+/// A bundle published under an HTTPS base URL.
+#[derive(Debug)]
+pub struct UrlSource {
+    client: reqwest::Client,
+    base: String,
+    last: Mutex<Option<(Vec<u8>, BundleFiles)>>,
+}
+
+impl UrlSource {
+    /// A source for `base` (`https://…/`), trusting the CA certificates in `ca_file` when given
+    /// (else the platform's web PKI roots are not used either: a CA file is required).
+    pub fn new(base: &str, ca_file: &Path, timeout: Duration) -> Result<UrlSource, String> {
+        let pem = std::fs::read(ca_file).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate", ca_file.display()));
+        }
+        let client = reqwest::Client::builder()
+            .tls_certs_only(certs)
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .user_agent(concat!("govmx-federation-gate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("HTTPS client: {e}"))?;
+        let base = if base.ends_with('/') {
+            base.to_owned()
+        } else {
+            format!("{base}/")
+        };
+        Ok(UrlSource {
+            client,
+            base,
+            last: Mutex::new(None),
+        })
+    }
+
+    async fn fetch(&self) -> Result<BundleFiles, String> {
+        let signatures = self.get(crate::policy::SIGNATURES_FILE).await?;
+        if let Some((previous, files)) = &*self.last.lock().unwrap_or_else(|p| p.into_inner())
+            && *previous == signatures
+        {
+            return Ok(files.clone());
+        }
+        let mut files = BundleFiles::new();
+        for name in manifest_file_names(&signatures)? {
+            let bytes = self.get(&name).await?;
+            files.insert(name, bytes);
+        }
+        files.insert(
+            crate::policy::SIGNATURES_FILE.to_owned(),
+            signatures.clone(),
+        );
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((signatures, files.clone()));
+        Ok(files)
+    }
+
+    async fn get(&self, name: &str) -> Result<Vec<u8>, String> {
+        let url = format!("{}{name}", self.base);
+        let fail = |reason: String| format!("{url}: {reason}");
+        let mut response = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| fail(error_chain(&e)))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("HTTP {}", response.status())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fail(error_chain(&e)))? {
+            if body.len() + chunk.len() > MAX_FILE {
+                return Err(fail(format!("larger than {MAX_FILE} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// An error and its sources, joined with `: `.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Reads the regular, non-hidden bundle files of a directory.
+pub fn read_dir_bundle(dir: &Path) -> Result<BundleFiles, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files = BundleFiles::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            return Err(format!(
+                "{}: file name is not UTF-8",
+                entry.path().display()
+            ));
+        };
+        if name.starts_with('.') || !is_bundle_file(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        files.insert(name, bytes);
+    }
+    if files.is_empty() {
+        return Err(format!("{}: no bundle files", dir.display()));
+    }
+    Ok(files)
+}
