@@ -91,6 +91,12 @@ enum PolicyCommand {
         /// The new file or directory.
         new: PathBuf,
     },
+    /// Print Synapse's `federation_domain_whitelist` for the federation list in a directory
+    /// (a second line of defence behind the gate; Synapse reads it only at start).
+    SynapseWhitelist {
+        /// The policy (or bundle) directory.
+        dir: PathBuf,
+    },
     /// Write (or check) the JSON Schema files of the document kinds.
     Schema {
         /// Only check that the files are up to date.
@@ -176,12 +182,43 @@ pub(crate) fn run(args: PolicyArgs) -> anyhow::Result<ExitCode> {
         ),
         PolicyCommand::Diff { old, new } => diff(&mut stdout, &old, &new),
         PolicyCommand::Schema { check, out } => schema(&mut stdout, check, &out),
+        PolicyCommand::SynapseWhitelist { dir } => synapse_whitelist(&mut stdout, &dir),
     }
 }
 
 fn parse_time(text: &str) -> Result<OffsetDateTime, String> {
     OffsetDateTime::parse(text, &Rfc3339)
         .map_err(|error| format!("not an RFC 3339 timestamp: {error}"))
+}
+
+fn synapse_whitelist(out: &mut impl Write, dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut lists = Vec::new();
+    for path in dir_files(dir)? {
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let parsed =
+            parse_document(&path.display().to_string(), &bytes, None).map_err(|errors| {
+                anyhow::anyhow!(
+                    "{}",
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?;
+        if let Document::FederationList(list) = parsed.document {
+            lists.push(list);
+        }
+    }
+    let [list] = &lists[..] else {
+        anyhow::bail!(
+            "{}: expected exactly one FederationList document, found {}",
+            dir.display(),
+            lists.len()
+        );
+    };
+    out.write_all(govmx_policy::generate::synapse_federation_whitelist(list).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The policy files of a directory: top-level `*.yaml`/`*.yml`, sorted by name.
