@@ -56,6 +56,13 @@ impl Scanner {
         std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700))?;
         let d = dir.display();
         let upstream = hs.client_url();
+        // A Synapse admin for the quarantine of infected media the MCS API finds.
+        let admin_token = hs
+            .register_admin("scanner-quarantine", "quarantine-pw")
+            .await?;
+        let token_file = dir.join("synapse-admin-token");
+        std::fs::write(&token_file, &admin_token.access_token)
+            .with_context(|| format!("writing {}", token_file.display()))?;
         let yaml = format!(
             "listen: 127.0.0.1:0\n\
              admin_listen: 127.0.0.1:0\n\
@@ -66,7 +73,7 @@ impl Scanner {
              audit_log: {d}/audit.jsonl\n\
              verdict_cache:\n  max_entries: 100\n\
              drain_timeout: 1s\n\
-             mcs:\n  enabled: true\n  homeserver_url: {upstream}\n  request_secret_file: {d}/mcs-request-secret\n  fetch_timeout: 30s\n"
+             mcs:\n  enabled: true\n  homeserver_url: {upstream}\n  request_secret_file: {d}/mcs-request-secret\n  fetch_timeout: 30s\n  quarantine_token_file: {d}/synapse-admin-token\n"
         );
         let config: Config =
             govmx_service::config::from_yaml_str_validated(&yaml, "media-scanner.yaml")

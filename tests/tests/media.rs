@@ -255,7 +255,7 @@ async fn encrypted_eicar_via_mcs_api_is_not_clean() -> anyhow::Result<()> {
     let setup = Setup::start(DEFAULT_LIMIT).await?;
     let hs = setup.net.hs("amt");
     let client = http();
-    let scan = async |plaintext: &[u8]| -> anyhow::Result<(u16, serde_json::Value)> {
+    let scan = async |plaintext: &[u8]| -> anyhow::Result<(u16, serde_json::Value, String)> {
         // As an E2EE client does: the ciphertext goes to Synapse directly (the scanner cannot see
         // into it at upload time); the MCS API decrypts it with the key from the event.
         let attachment = EncryptedAttachment::encrypt(plaintext);
@@ -277,20 +277,26 @@ async fn encrypted_eicar_via_mcs_api_is_not_clean() -> anyhow::Result<()> {
             .send()
             .await?;
         let reply = json_reply(response).await?;
-        Ok((reply.status, reply.body))
+        Ok((reply.status, reply.body, mxc.to_owned()))
     };
 
-    let (status, body) = scan(&eicar_test_file()).await?;
+    let (status, body, eicar_mxc) = scan(&eicar_test_file()).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["clean"], false, "{body}");
     assert_eq!(body["info"], "***VIRUS DETECTED***", "{body}");
+    // The infected ciphertext was quarantined through Synapse's admin API: nobody can fetch
+    // it from Synapse around the scanner any more.
+    let (status, _) = download(&client, &hs.client_url(), &setup.token, &eicar_mxc).await?;
+    assert_eq!(status, 404, "quarantined media is not served");
 
-    let (status, body) = scan(&tiny_png()).await?;
+    let (status, body, png_mxc) = scan(&tiny_png()).await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body,
         serde_json::json!({"clean": true, "info": "File is clean"})
     );
+    let (status, _) = download(&client, &hs.client_url(), &setup.token, &png_mxc).await?;
+    assert_eq!(status, 200, "clean media stays available");
     let records = setup.scanner.audit_records()?;
     assert_eq!(
         setup.audit_verdicts()?,
@@ -298,5 +304,7 @@ async fn encrypted_eicar_via_mcs_api_is_not_clean() -> anyhow::Result<()> {
         "{records:?}"
     );
     assert_eq!(records[0]["signature"], EICAR_SIGNATURE);
+    assert_eq!(records[0]["quarantined"], true, "{records:?}");
+    assert!(records[1].get("quarantined").is_none(), "{records:?}");
     Ok(())
 }

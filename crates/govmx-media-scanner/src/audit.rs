@@ -32,6 +32,10 @@ pub struct AuditRecord<'a> {
     pub db_version: Option<u32>,
     /// Whether the verdict came from the cache.
     pub cached: bool,
+    /// For infected media found through the MCS API with quarantine configured: whether
+    /// Synapse's admin API quarantined it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<bool>,
 }
 
 /// The audit log file.

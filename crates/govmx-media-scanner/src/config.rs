@@ -139,6 +139,12 @@ pub struct McsConfig {
     /// Timeout for connecting to the homeserver and for each read from it.
     #[serde(default = "default_fetch_timeout")]
     pub fetch_timeout: HumanDuration,
+    /// File holding a Synapse **admin** access token. When set, media the MCS API finds
+    /// infected is quarantined through `POST /_synapse/admin/v1/media/quarantine/{server}/{id}`
+    /// (local uploads that predate the scanner, remote media Synapse cached), so nobody can
+    /// download it around the scanner. The outcome is audited and counted.
+    #[serde(default)]
+    pub quarantine_token_file: Option<PathBuf>,
 }
 
 /// clamd settings.
@@ -238,6 +244,7 @@ impl Default for McsConfig {
             access_token_file: None,
             request_secret_file: None,
             fetch_timeout: default_fetch_timeout(),
+            quarantine_token_file: None,
         }
     }
 }
@@ -411,6 +418,13 @@ impl govmx_service::Validate for Config {
                     .as_ref()
                     .is_none_or(|p| p.is_file()),
                 "mcs.access_token_file must name an existing file",
+            );
+            check(
+                self.mcs
+                    .quarantine_token_file
+                    .as_ref()
+                    .is_none_or(|p| p.is_file()),
+                "mcs.quarantine_token_file must name an existing file",
             );
             check(
                 self.mcs

@@ -438,6 +438,7 @@ pub(crate) struct Decision<'a> {
     pub(crate) signature: Option<&'a str>,
     pub(crate) db_version: Option<u32>,
     pub(crate) cached: bool,
+    pub(crate) quarantined: Option<bool>,
 }
 
 impl<'a> Decision<'a> {
@@ -456,6 +457,7 @@ impl<'a> Decision<'a> {
             signature: None,
             db_version: None,
             cached: false,
+            quarantined: None,
         }
     }
 
@@ -469,6 +471,7 @@ impl<'a> Decision<'a> {
             signature: None,
             db_version: None,
             cached: false,
+            quarantined: None,
         }
     }
 }
@@ -493,6 +496,7 @@ impl Audit<'_> {
             signature,
             db_version,
             cached,
+            quarantined,
         } = d;
         let state = self.state;
         state.metrics.verdict(verdict);
@@ -523,6 +527,7 @@ impl Audit<'_> {
             signature,
             db_version,
             cached,
+            quarantined,
         };
         state.audit.append(&rec).await.map_err(|err| {
             MatrixError::new(
@@ -627,6 +632,7 @@ async fn upload_inner(
                     signature: None,
                     db_version,
                     cached,
+                    quarantined: None,
                 })
                 .await?;
         }
@@ -644,6 +650,7 @@ async fn upload_inner(
                     signature: Some(&signature),
                     db_version,
                     cached,
+                    quarantined: None,
                 })
                 .await?;
             return Err(MatrixError::forbidden(format!(
@@ -780,6 +787,7 @@ async fn scan_api(State(state): State<AppState>, req: Request) -> Response {
                 signature,
                 db_version,
                 cached,
+                quarantined: None,
             })
             .await?;
         Ok(Json(json!({

@@ -69,6 +69,7 @@ use crate::{
     config::McsConfig,
     gate::{self, AppState, Audit, Decision, IngestError, IngestOpts, Inner},
     limits::Refusal,
+    metrics::ResultLabel,
     mime::{SNIFF_LEN, sniff},
     spool::{Spool, Stored},
 };
@@ -369,6 +370,7 @@ pub struct McsState {
     http: reqwest::Client,
     homeserver: String,
     access_token: Option<String>,
+    quarantine_token: Option<String>,
     inflight: Mutex<HashMap<[u8; 32], Shared<BoxFuture<'static, Outcome>>>>,
 }
 
@@ -380,6 +382,10 @@ impl std::fmt::Debug for McsState {
             .field(
                 "access_token",
                 &self.access_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "quarantine_token",
+                &self.quarantine_token.as_ref().map(|_| "<redacted>"),
             )
             .finish_non_exhaustive()
     }
@@ -408,6 +414,15 @@ impl McsState {
             ),
             None => None,
         };
+        let quarantine_token = match &config.quarantine_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("quarantine token {}: {e}", path.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
         let timeout = config.fetch_timeout.0;
         let http = reqwest::Client::builder()
             .connect_timeout(timeout)
@@ -429,6 +444,7 @@ impl McsState {
             http,
             homeserver,
             access_token,
+            quarantine_token,
             inflight: Mutex::new(HashMap::new()),
         })
     }
@@ -491,6 +507,8 @@ struct Fetched {
     content: Option<Stored>,
     content_type: Option<HeaderValue>,
     content_disposition: Option<HeaderValue>,
+    /// Infected and quarantine configured: whether Synapse quarantined the media.
+    quarantined: Option<bool>,
 }
 
 impl Fetched {
@@ -752,7 +770,60 @@ async fn run(state: &AppState, mcs: &Arc<McsState>, job: Job) -> Outcome {
     shared.await
 }
 
+/// Runs a job; infected media is then quarantined in Synapse when configured.
 async fn run_job(state: &AppState, mcs: &McsState, job: Job) -> Result<Fetched, McsError> {
+    let media = match &job {
+        Job::Plain { server, id, .. } | Job::Encrypted { server, id, .. } => {
+            (server.clone(), id.clone())
+        }
+    };
+    let mut fetched = scan_job(state, mcs, job).await?;
+    if let (ScanVerdict::Infected { signature }, Some(token)) =
+        (&fetched.verdict, &mcs.quarantine_token)
+    {
+        let ok = quarantine(mcs, token, &media.0, &media.1).await;
+        let result = if ok { "ok" } else { "failed" };
+        state
+            .metrics()
+            .quarantines
+            .get_or_create(&ResultLabel { result })
+            .inc();
+        if ok {
+            tracing::warn!(server = %media.0, media_id = %media.1, signature, "infected media quarantined in Synapse");
+        }
+        fetched.quarantined = Some(ok);
+    }
+    Ok(fetched)
+}
+
+/// `POST /_synapse/admin/v1/media/quarantine/{server}/{id}`; failures are logged, not fatal
+/// (the verdict stands either way).
+async fn quarantine(mcs: &McsState, token: &str, server: &str, id: &str) -> bool {
+    let url = format!(
+        "{}/_synapse/admin/v1/media/quarantine/{server}/{id}",
+        mcs.homeserver
+    );
+    match mcs
+        .http
+        .post(&url)
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+    {
+        Ok(res) if res.status().is_success() => true,
+        Ok(res) => {
+            tracing::error!(server, media_id = id, status = %res.status(), "Synapse refused to quarantine infected media");
+            false
+        }
+        Err(err) => {
+            tracing::error!(server, media_id = id, error = %err, "cannot reach Synapse to quarantine infected media");
+            false
+        }
+    }
+}
+
+async fn scan_job(state: &AppState, mcs: &McsState, job: Job) -> Result<Fetched, McsError> {
     let inner = &*state.0;
     match job {
         Job::Plain {
@@ -788,6 +859,7 @@ async fn run_job(state: &AppState, mcs: &McsState, job: Job) -> Result<Fetched, 
                         content: None,
                         content_type: None,
                         content_disposition: None,
+                        quarantined: None,
                     });
                 }
             }
@@ -930,6 +1002,7 @@ async fn plain(inner: &Inner, res: reqwest::Response) -> Result<Fetched, McsErro
         content: Some(content),
         content_type,
         content_disposition,
+        quarantined: None,
     })
 }
 
@@ -1041,6 +1114,7 @@ async fn encrypted(
         content,
         content_type,
         content_disposition,
+        quarantined: None,
     })
 }
 
@@ -1089,6 +1163,7 @@ async fn respond(
             signature,
             db_version: fetched.db_version,
             cached: fetched.cached,
+            quarantined: fetched.quarantined,
         })
         .await
         .map_err(McsError::unavailable)?;

@@ -6,6 +6,13 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// Label of outcome counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `ok` or `failed`.
+    pub result: &'static str,
+}
+
 /// `verdict` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VerdictLabel {
@@ -43,6 +50,9 @@ pub struct Metrics {
     pub refusals: Counter,
     /// `govmx_media_mcs_inflight_joins_total`: MCS requests that joined an identical running one.
     pub inflight_joins: Counter,
+    /// `govmx_media_quarantines_total{result}`: quarantine requests to Synapse's admin API for
+    /// infected media found through the MCS API (`result` is `ok` or `failed`).
+    pub quarantines: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -61,6 +71,7 @@ impl Metrics {
             refusals: Counter::default(),
             in_progress: Gauge::default(),
             inflight_joins: Counter::default(),
+            quarantines: Family::default(),
         };
         registry.register(
             "govmx_media_scans",
@@ -111,6 +122,11 @@ impl Metrics {
             "govmx_media_mcs_inflight_joins",
             "MCS requests served by joining an identical request already running",
             m.inflight_joins.clone(),
+        );
+        registry.register(
+            "govmx_media_quarantines",
+            "Infected media quarantined through Synapse's admin API, by result",
+            m.quarantines.clone(),
         );
         m
     }

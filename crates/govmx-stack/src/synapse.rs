@@ -521,6 +521,16 @@ impl Homeserver {
 
     /// Registers `localpart` through the shared-secret admin API; logs in instead when it exists.
     pub async fn register_user(&self, localpart: &str, password: &str) -> Result<Credentials> {
+        self.register(localpart, password, false).await
+    }
+
+    /// Registers a Synapse **admin** `localpart` (for admin-API clients such as the media
+    /// scanner's quarantine); logs in instead when it exists.
+    pub async fn register_admin(&self, localpart: &str, password: &str) -> Result<Credentials> {
+        self.register(localpart, password, true).await
+    }
+
+    async fn register(&self, localpart: &str, password: &str, admin: bool) -> Result<Credentials> {
         let what = format!("register {}", self.user_id(localpart));
         let url = format!("{}/_synapse/admin/v1/register", self.client_url());
         let nonce: serde_json::Value = self.call(&what, self.http.get(&url)).await?;
@@ -530,9 +540,9 @@ impl Homeserver {
             &nonce,
             localpart,
             password,
-            false,
+            admin,
         );
-        let body = json!({"nonce": nonce, "username": localpart, "password": password, "mac": mac, "admin": false});
+        let body = json!({"nonce": nonce, "username": localpart, "password": password, "mac": mac, "admin": admin});
         let response = self
             .http
             .post(&url)
