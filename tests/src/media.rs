@@ -1,12 +1,11 @@
 //! The media scanner in-process in front of a stack homeserver, and probes of what Synapse stored.
 //!
-//! [`Scanner::start`] binds `govmx_media_scanner::Server` on free loopback ports with its own
+//! [`Scanner::start`] runs the stack's [`MediaScanner`] on free loopback ports with its own
 //! spool dir and audit log, pointed at a homeserver's client listener and the stack's clamd; it
 //! stops when dropped. [`stored_media`] reads the homeserver's media store and its
 //! `local_media_repository` table, so a test can prove that refused uploads never arrived.
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,10 +14,8 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use ctr::cipher::{KeyIvInit as _, StreamCipher as _};
-use govmx_media_scanner::Server;
-use govmx_media_scanner::config::Config;
-use govmx_service::{Shutdown, ShutdownTrigger};
 use govmx_stack::Homeserver;
+use govmx_stack::scanner::MediaScanner;
 use rand::RngCore as _;
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -32,87 +29,49 @@ pub const UPLOAD_PATH: &str = "/_matrix/media/v3/upload";
 /// The MCS API path for encrypted attachments.
 pub const SCAN_ENCRYPTED_PATH: &str = "/_matrix/media_proxy/unstable/scan_encrypted";
 
-/// A media scanner serving in this process; shut down (and its task aborted) on drop.
+/// A media scanner serving in this process (the stack's [`MediaScanner`] on 127.0.0.1, free
+/// ports); shut down on drop.
 #[derive(Debug)]
 pub struct Scanner {
-    addr: SocketAddr,
-    admin: SocketAddr,
-    dir: PathBuf,
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    inner: MediaScanner,
 }
 
 impl Scanner {
     /// Starts a scanner in `dir` (created) in front of `hs`'s client listener, scanning with the
-    /// clamd at `clamd`; `max_upload_size` in bytes. `mcs:` is enabled against the same homeserver.
+    /// clamd at `clamd`; `max_upload_size` in bytes. `mcs:` is enabled against the same
+    /// homeserver, with a Synapse admin token for quarantines.
     pub async fn start(
         hs: &Homeserver,
         clamd: SocketAddr,
         dir: &Path,
         max_upload_size: u64,
     ) -> anyhow::Result<Scanner> {
-        let spool = dir.join("spool");
-        std::fs::create_dir_all(&spool).with_context(|| format!("creating {}", spool.display()))?;
-        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o700))?;
-        let d = dir.display();
-        let upstream = hs.client_url();
-        // A Synapse admin for the quarantine of infected media the MCS API finds.
-        let admin_token = hs
-            .register_admin("scanner-quarantine", "quarantine-pw")
-            .await?;
-        let token_file = dir.join("synapse-admin-token");
-        std::fs::write(&token_file, &admin_token.access_token)
-            .with_context(|| format!("writing {}", token_file.display()))?;
-        let yaml = format!(
-            "listen: 127.0.0.1:0\n\
-             admin_listen: 127.0.0.1:0\n\
-             upstream: {upstream}\n\
-             clamd:\n  addresses: [\"{clamd}\"]\n  connect_timeout: 1s\n  io_timeout: 10s\n  scan_timeout: 30s\n  health_interval: 1s\n\
-             max_upload_size: {max_upload_size}\n\
-             spool:\n  dir: {d}/spool\n  memory_limit: 1MiB\n\
-             audit_log: {d}/audit.jsonl\n\
-             verdict_cache:\n  max_entries: 100\n\
-             drain_timeout: 1s\n\
-             mcs:\n  enabled: true\n  homeserver_url: {upstream}\n  request_secret_file: {d}/mcs-request-secret\n  fetch_timeout: 30s\n  quarantine_token_file: {d}/synapse-admin-token\n"
-        );
-        let config: Config =
-            govmx_service::config::from_yaml_str_validated(&yaml, "media-scanner.yaml")
-                .map_err(|err| anyhow::anyhow!("{err}"))?;
-        let server = Server::bind(config)
+        let listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let inner = MediaScanner::start(hs, clamd, listen, dir, max_upload_size)
             .await
-            .context("binding the media scanner")?;
-        let addr = server.local_addr()?;
-        let admin = server.admin_addr()?;
-        let (trigger, shutdown) = Shutdown::manual();
-        let task = tokio::spawn(server.serve(shutdown));
-        Ok(Scanner {
-            addr,
-            admin,
-            dir: dir.to_owned(),
-            trigger,
-            task,
-        })
+            .context("starting the media scanner")?;
+        Ok(Scanner { inner })
     }
 
     /// The main listener.
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.inner.addr()
     }
 
     /// The main listener's base URL.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.inner.url()
     }
 
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
+        self.inner.admin_addr()
     }
 
     /// `GET /readyz` on the admin listener: whether the scanner says it is ready.
     pub async fn ready(&self) -> anyhow::Result<bool> {
         let response = http()
-            .get(format!("http://{}/readyz", self.admin))
+            .get(format!("http://{}/readyz", self.inner.admin_addr()))
             .send()
             .await?;
         Ok(response.status().is_success())
@@ -120,7 +79,7 @@ impl Scanner {
 
     /// The audit log's records, one JSON value per line.
     pub fn audit_records(&self) -> anyhow::Result<Vec<serde_json::Value>> {
-        let path = self.dir.join("audit.jsonl");
+        let path = self.inner.audit_log_path();
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         text.lines()
@@ -130,14 +89,7 @@ impl Scanner {
 
     /// Files left in the spool dir (every request deletes its spool).
     pub fn spool_files(&self) -> anyhow::Result<Vec<PathBuf>> {
-        files_below(&self.dir.join("spool"))
-    }
-}
-
-impl Drop for Scanner {
-    fn drop(&mut self) {
-        self.trigger.trigger();
-        self.task.abort();
+        files_below(&self.inner.dir().join("spool"))
     }
 }
 

@@ -25,6 +25,7 @@ pub mod gate;
 pub mod policy;
 pub mod ports;
 pub mod prereq;
+pub mod scanner;
 pub mod process;
 pub mod stack;
 pub mod synapse;

@@ -23,7 +23,11 @@ use crate::gate::Gate;
 use crate::policy::{ListedServer, RunPolicy, Signers};
 use crate::ports::check_addr_free;
 use crate::process::{LOG_TAIL_LINES, STOP_GRACE};
+use crate::scanner::MediaScanner;
 use crate::synapse::{FederationFront, Homeserver, HomeserverSpec};
+
+/// Largest upload the stack's media scanners accept (Synapse's default `max_upload_size`).
+const MEDIA_SCANNER_MAX_UPLOAD: u64 = 50 * 1024 * 1024;
 use crate::{Result, StackError, prereq};
 
 /// What to bring up.
@@ -37,6 +41,9 @@ pub struct StackSpec {
     pub homeservers: Vec<HomeserverSpec>,
     /// clamd, if wanted.
     pub clamd: Option<ClamdSpec>,
+    /// Put a media scanner (scanning with the clamd) on each homeserver's client address;
+    /// Synapse's own client listener then moves to a free port on the same IP.
+    pub media_scanners: bool,
 }
 
 impl StackSpec {
@@ -47,7 +54,14 @@ impl StackSpec {
             cache_dir: prereq::default_cache_dir(),
             homeservers: Vec::new(),
             clamd: None,
+            media_scanners: false,
         }
+    }
+
+    /// Puts a media scanner in front of every homeserver's client listener (needs clamd).
+    pub fn media_scanners(mut self) -> StackSpec {
+        self.media_scanners = true;
+        self
     }
 
     /// Adds a homeserver.
@@ -66,10 +80,12 @@ impl StackSpec {
     pub fn addresses(&self) -> Vec<(SocketAddr, String)> {
         let mut addresses = Vec::new();
         for hs in &self.homeservers {
-            addresses.push((
-                hs.client_addr,
-                format!("synapse {} (client listener)", hs.label),
-            ));
+            let client = if self.media_scanners {
+                format!("media scanner {} (client listener)", hs.label)
+            } else {
+                format!("synapse {} (client listener)", hs.label)
+            };
+            addresses.push((hs.client_addr, client));
             let federation = match hs.front {
                 FederationFront::Gate => format!("federation gate {} (inbound)", hs.label),
                 _ => format!("synapse {} (federation listener)", hs.label),
@@ -84,6 +100,11 @@ impl StackSpec {
 
     /// Rejects duplicate labels, duplicate addresses and busy addresses, before anything starts.
     pub fn check(&self) -> Result<()> {
+        if self.media_scanners && self.clamd.is_none() {
+            return Err(StackError::InvalidSpec(
+                "media scanners need clamd in the spec".to_owned(),
+            ));
+        }
         let mut labels = HashMap::new();
         for hs in &self.homeservers {
             if labels.insert(hs.label.as_str(), ()).is_some()
@@ -128,6 +149,8 @@ pub struct Stack {
     policy: RunPolicy,
     homeservers: Vec<Homeserver>,
     clamd: Option<Clamd>,
+    // Media scanners in front of client listeners, by homeserver label.
+    scanners: Vec<(String, MediaScanner)>,
     http: reqwest::Client,
 }
 
@@ -143,6 +166,14 @@ impl Stack {
         for hs in &mut spec.homeservers {
             if let Some(ca) = &hs.trusted_ca {
                 hs.trusted_ca = Some(absolute(ca)?);
+            }
+        }
+        // With media scanners the scanner takes the client address and Synapse moves inward.
+        let mut scanner_addrs = Vec::new();
+        if spec.media_scanners {
+            for hs in &mut spec.homeservers {
+                scanner_addrs.push((hs.label.clone(), hs.client_addr));
+                hs.client_addr = crate::gate::free_port(hs.client_addr.ip())?;
             }
         }
         let python = if spec.homeservers.is_empty() {
@@ -186,6 +217,7 @@ impl Stack {
             policy,
             homeservers: Vec::new(),
             clamd: None,
+            scanners: Vec::new(),
             http: http.clone(),
         };
         if let (Some(clamd_spec), Some(clamd_bin)) = (spec.clamd, &clamd_bin) {
@@ -209,6 +241,21 @@ impl Stack {
         }
         if let Some(clamd) = &mut stack.clamd {
             clamd.wait_ready().await?;
+        }
+        if let Some(clamd) = stack.clamd.as_ref().map(Clamd::addr) {
+            for (label, listen) in scanner_addrs {
+                let Some(hs) = stack.homeservers.iter().find(|hs| hs.label() == label) else {
+                    continue;
+                };
+                let dir = stack
+                    .state_dir
+                    .join("homeservers")
+                    .join(&label)
+                    .join("media-scanner");
+                let scanner =
+                    MediaScanner::start(hs, clamd, listen, &dir, MEDIA_SCANNER_MAX_UPLOAD).await?;
+                stack.scanners.push((label, scanner));
+            }
         }
         Ok(stack)
     }
@@ -272,6 +319,15 @@ impl Stack {
     /// clamd, if started.
     pub fn clamd(&self) -> Option<&Clamd> {
         self.clamd.as_ref()
+    }
+
+    /// The media scanner in front of the homeserver labelled `label`, if the spec asked for
+    /// scanners.
+    pub fn media_scanner(&self, label: &str) -> Option<&MediaScanner> {
+        self.scanners
+            .iter()
+            .find(|(l, _)| l == label)
+            .map(|(_, scanner)| scanner)
     }
 
     /// A plain HTTP client (no proxy) for the client listeners.

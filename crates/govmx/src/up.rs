@@ -2,8 +2,9 @@
 //!
 //! Two homeservers (agency `127.0.0.2:8448`, citizen `127.0.0.3:8448`), each behind a govmx
 //! federation gate (TLS from the run CA, the run's signed federation list enforced inbound and
-//! on outbound CONNECT), clamd with the test signatures, then the federation demo through the
-//! gates. Ctrl-C or SIGTERM stops everything.
+//! on outbound CONNECT) and with a govmx media scanner on its client address (uploads scanned by
+//! clamd with the test signatures, Synapse's own client listener behind it), then the federation
+//! demo through the gates. Ctrl-C or SIGTERM stops everything.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -103,7 +104,8 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
             HomeserverSpec::new("citizen", addr(CITIZEN_FEDERATION), addr(CITIZEN_CLIENT))
                 .with_class("citizen"),
         )
-        .clamd(ClamdSpec { addr: addr(CLAMD) });
+        .clamd(ClamdSpec { addr: addr(CLAMD) })
+        .media_scanners();
     if let Some(cache_dir) = args.cache_dir {
         spec.cache_dir = cache_dir;
     }
@@ -184,7 +186,31 @@ fn print_summary(stack: &Stack, demo: &DemoOutcome, total: Duration) -> io::Resu
             hs.label(),
             hs.server_name()
         )?;
-        writeln!(out, "    client     {}", hs.client_url())?;
+        match stack.media_scanner(hs.label()) {
+            Some(scanner) => {
+                writeln!(
+                    out,
+                    "    client     {} (govmx media scanner: uploads scanned by clamd, the rest proxied)",
+                    scanner.url()
+                )?;
+                writeln!(
+                    out,
+                    "      scanner admin http://{0}/metrics  http://{0}/readyz",
+                    scanner.admin_addr()
+                )?;
+                writeln!(
+                    out,
+                    "      scanner audit {}",
+                    scanner.audit_log_path().display()
+                )?;
+                writeln!(
+                    out,
+                    "      synapse client listener {} (behind the scanner)",
+                    hs.client_url()
+                )?;
+            }
+            None => writeln!(out, "    client     {}", hs.client_url())?,
+        }
         match hs.gate() {
             Some(gate) => {
                 writeln!(
