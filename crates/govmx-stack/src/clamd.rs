@@ -1,4 +1,6 @@
-//! A loopback `clamd` with the EICAR test signature: config, start, `zPING`, `zINSTREAM`.
+//! A loopback `clamd` with the EICAR test signature: config and start. Talking to it (`zPING`,
+//! `zINSTREAM`) goes through the media scanner's own clamd client, so the stack and the
+//! scanner share one protocol implementation.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -6,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+pub use govmx_media_scanner::clamd::ScanVerdict;
+use govmx_media_scanner::clamd::{ClamdClient, ClamdSettings};
 
 use crate::process::Supervised;
 use crate::util::{create_dir, write_file};
@@ -38,18 +40,6 @@ pub struct ClamdSpec {
     pub addr: SocketAddr,
 }
 
-/// clamd's verdict on a stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ScanVerdict {
-    /// `stream: OK`.
-    Clean,
-    /// `stream: <signature> FOUND`.
-    Infected {
-        /// The signature name, e.g. `Eicar-Test-Signature.UNOFFICIAL`.
-        signature: String,
-    },
-}
-
 /// Renders `clamd.conf` for a per-run directory (from `clamd.conf.example`).
 ///
 /// No `LogFile`: in the foreground clamd logs to stdout, which the supervisor writes to
@@ -77,6 +67,7 @@ SelfCheck 600\n",
 pub struct Clamd {
     addr: SocketAddr,
     process: Supervised,
+    client: ClamdClient,
 }
 
 impl Clamd {
@@ -95,9 +86,17 @@ impl Clamd {
         let mut command = Command::new(clamd);
         command.arg("-c").arg(&conf).current_dir(dir);
         let process = Supervised::spawn("clamd", command, &dir.join("clamd.log"))?;
+        let client = ClamdClient::new(ClamdSettings {
+            addresses: vec![spec.addr.to_string()],
+            connect_timeout: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(10),
+            scan_timeout: Duration::from_secs(30),
+            chunk_size: 64 * 1024,
+        });
         Ok(Clamd {
             addr: spec.addr,
             process,
+            client,
         })
     }
 
@@ -108,7 +107,7 @@ impl Clamd {
             if let Some(status) = self.process.exit_status() {
                 return Err(self.process.start_failed(format!("exited with {status}")));
             }
-            if ping(self.addr).await.is_ok() {
+            if self.client.ping(&self.addr.to_string()).await.is_ok() {
                 tracing::info!(addr = %self.addr, elapsed_ms = started.elapsed().as_millis() as u64, "clamd ready");
                 return Ok(());
             }
@@ -137,7 +136,14 @@ impl Clamd {
 
     /// Scans `bytes` with `zINSTREAM`.
     pub async fn scan(&self, bytes: &[u8]) -> Result<ScanVerdict> {
-        scan(self.addr, bytes).await
+        self.client
+            .scan_bytes(bytes)
+            .await
+            .map(|scanned| scanned.verdict)
+            .map_err(|error| StackError::Clamd {
+                addr: self.addr,
+                detail: error.to_string(),
+            })
     }
 }
 
@@ -161,75 +167,6 @@ fn link_system_databases(system_db: &Path, db: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Sends `zPING`; `Ok` on `PONG`.
-pub async fn ping(addr: SocketAddr) -> Result<()> {
-    let reply = request(addr, b"zPING\0", &[]).await?;
-    if reply == "PONG" {
-        Ok(())
-    } else {
-        Err(StackError::Clamd {
-            addr,
-            detail: format!("zPING answered {reply:?}"),
-        })
-    }
-}
-
-/// Streams `bytes` with `zINSTREAM` and parses the verdict.
-pub async fn scan(addr: SocketAddr, bytes: &[u8]) -> Result<ScanVerdict> {
-    let reply = request(addr, b"zINSTREAM\0", bytes).await?;
-    parse_verdict(&reply).ok_or_else(|| StackError::Clamd {
-        addr,
-        detail: format!("zINSTREAM answered {reply:?}"),
-    })
-}
-
-fn parse_verdict(reply: &str) -> Option<ScanVerdict> {
-    let result = reply.strip_prefix("stream: ")?;
-    if result == "OK" {
-        return Some(ScanVerdict::Clean);
-    }
-    let signature = result.strip_suffix(" FOUND")?;
-    Some(ScanVerdict::Infected {
-        signature: signature.to_owned(),
-    })
-}
-
-/// One clamd session: command, optional INSTREAM chunks, reply up to the NUL terminator.
-async fn request(addr: SocketAddr, command: &[u8], stream: &[u8]) -> Result<String> {
-    let io_error = |error: std::io::Error| StackError::Clamd {
-        addr,
-        detail: error.to_string(),
-    };
-    let exchange = async {
-        let mut socket = TcpStream::connect(addr).await.map_err(io_error)?;
-        socket.write_all(command).await.map_err(io_error)?;
-        if command.starts_with(b"zINSTREAM") {
-            for chunk in stream.chunks(64 * 1024) {
-                let len = u32::try_from(chunk.len()).expect("chunks are 64 KiB");
-                socket
-                    .write_all(&len.to_be_bytes())
-                    .await
-                    .map_err(io_error)?;
-                socket.write_all(chunk).await.map_err(io_error)?;
-            }
-            socket
-                .write_all(&0u32.to_be_bytes())
-                .await
-                .map_err(io_error)?;
-        }
-        let mut reply = Vec::new();
-        socket.read_to_end(&mut reply).await.map_err(io_error)?;
-        let text = String::from_utf8_lossy(&reply);
-        Ok(text.trim_end_matches(['\0', '\n']).to_owned())
-    };
-    tokio::time::timeout(Duration::from_secs(30), exchange)
-        .await
-        .map_err(|_| StackError::Clamd {
-            addr,
-            detail: "no reply within 30 s".into(),
-        })?
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,18 +177,6 @@ mod tests {
         assert_eq!(eicar.len(), 68);
         let (_, size_and_name) = TEST_SIGNATURE_HDB.split_once(':').unwrap();
         assert!(size_and_name.starts_with("68:"));
-    }
-
-    #[test]
-    fn verdicts_parse() {
-        assert_eq!(parse_verdict("stream: OK"), Some(ScanVerdict::Clean));
-        assert_eq!(
-            parse_verdict("stream: Eicar-Test-Signature.UNOFFICIAL FOUND"),
-            Some(ScanVerdict::Infected {
-                signature: "Eicar-Test-Signature.UNOFFICIAL".into()
-            })
-        );
-        assert_eq!(parse_verdict("INSTREAM size limit exceeded. ERROR"), None);
     }
 
     #[test]
