@@ -15,7 +15,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use govmx_service::{Readiness, Shutdown, ShutdownTrigger};
+use govmx_service::{LogBudget, Readiness, Shutdown, ShutdownTrigger};
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -33,6 +33,9 @@ use crate::keys::{KeyFetchSettings, KeyFetcher};
 use crate::list::{ListStatus, ListStore};
 use crate::metrics::Metrics;
 use crate::{inbound, proxy, tls};
+
+/// Denials logged per second at most; the audit log and metrics count every one.
+const DENIAL_LOG_LINES_PER_SECOND: u32 = 20;
 
 /// How long open connections get to finish after shutdown began.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -57,6 +60,8 @@ pub struct Shared {
     /// When the last refetch on a miss was asked for (ms since `started`).
     last_miss_refetch: AtomicU64,
     started: Instant,
+    /// Denial log lines per second (see [`LogBudget`]).
+    pub(crate) denial_log: LogBudget,
     pub(crate) client: Client<HttpConnector, axum::body::Body>,
     pub(crate) upstream_authority: String,
 }
@@ -80,6 +85,11 @@ impl Shared {
             }
         }
         status
+    }
+
+    /// Whole seconds since the gate started (for per-second budgets).
+    pub(crate) fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
     }
 
     /// An origin was refused as unlisted: check the source again, at most once per
@@ -263,6 +273,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         reload: reload.clone(),
         last_miss_refetch: AtomicU64::new(0),
         started: Instant::now(),
+        denial_log: LogBudget::new(DENIAL_LOG_LINES_PER_SECOND),
         client,
         upstream_authority,
     });

@@ -135,10 +135,15 @@ impl Ctx<'_> {
             list_version: self.list.map(|c| c.list.version()),
             enforced,
         });
-        tracing::info!(
-            peer = %self.peer, origin = denial.origin.unwrap_or("-"), path = self.path,
-            rule = denial.rule, reason = %denial.reason, enforced, "federation request denied"
-        );
+        // Under attack denials arrive at line rate: the audit log and the metric see each one,
+        // the log a bounded number per second (and how many it left out).
+        if let Some(not_logged) = self.shared.denial_log.admit(self.shared.uptime_secs()) {
+            tracing::info!(
+                peer = %self.peer, origin = denial.origin.unwrap_or("-"), path = self.path,
+                rule = denial.rule, reason = %denial.reason, enforced, not_logged,
+                "federation request denied"
+            );
+        }
         enforced.then(|| {
             MatrixError::new(
                 denial.status,

@@ -27,4 +27,4 @@ pub use admin::{Readiness, admin_router};
 pub use config::{ConfigError, Validate, load_validated};
 pub use error::MatrixError;
 pub use shutdown::{Shutdown, ShutdownTrigger, serve};
-pub use telemetry::{LogFormat, init_tracing};
+pub use telemetry::{LogBudget, LogFormat, init_tracing};
