@@ -1,115 +1,114 @@
-//! The run CA: generated once per state directory, it issues each homeserver's TLS certificate.
+//! The run CA: the govmx agency CA (crate `govmx-agency-ca`), created once per state directory,
+//! issues each homeserver's federation TLS certificate — the network trusts its own root.
 //!
 //! Synapse dials IP-literal server names without SNI and checks the certificate's **IP SAN**
-//! (`verify_ip_address`), so server certificates carry `subjectAltName=IP:<ip>`. Keys are
-//! ECDSA P-256. A later issue swaps this module for the agency CA crate; callers only see
-//! [`RunCa::load_or_create`], [`RunCa::issue_server_cert`] and the PEM paths.
+//! (`verify_ip_address`), so server certificates carry `subjectAltName=IP:<ip>` (profile
+//! `homeserver-tls`). The hierarchy is a root (its key encrypted at rest with a passphrase kept
+//! in a 0600 file beside it: this is a per-run CA) and an online intermediate; servers present
+//! the chain (leaf + intermediate) and peers pin the root. Every issuance goes to the CA's
+//! hash-chained issuance log, so `govmx ca audit <state>/ca` works on a run's CA too.
 
-use std::fs;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use time::{Duration, OffsetDateTime};
+use govmx_agency_ca::{CaDir, CaSettings, HierarchyOptions, SanHost};
+use rand::RngCore as _;
+use time::OffsetDateTime;
 
 use crate::util::{create_dir, write_file};
 use crate::{Result, StackError};
 
-/// A CA whose certificate and key are PEM files in a directory.
+/// The file holding the passphrase of the run CA's root key.
+const PASSPHRASE_FILE: &str = "root-passphrase";
+
+/// The run's CA directory.
 #[derive(Debug)]
 pub struct RunCa {
-    cert_path: PathBuf,
-    key_path: PathBuf,
+    ca: CaDir,
+    root_path: PathBuf,
 }
 
 /// A server certificate and its key, as PEM files.
 #[derive(Debug, Clone)]
 pub struct ServerCert {
-    /// The certificate (PEM).
+    /// The certificate chain (PEM, leaf first, then the intermediate).
     pub cert_path: PathBuf,
     /// The private key (PKCS#8 PEM, mode 0600).
     pub key_path: PathBuf,
 }
 
 impl RunCa {
-    /// Loads the CA in `dir` (`ca.pem`, `ca.key`) or generates one named `common_name`.
-    pub fn load_or_create(dir: &Path, common_name: &str) -> Result<RunCa> {
-        let ca = RunCa {
-            cert_path: dir.join("ca.pem"),
-            key_path: dir.join("ca.key"),
-        };
-        if ca.cert_path.is_file() && ca.key_path.is_file() {
-            ca.issuer()?;
-            return Ok(ca);
-        }
+    /// Opens the CA in `dir` or creates one named `name` (root and intermediate).
+    pub fn load_or_create(dir: &Path, name: &str) -> Result<RunCa> {
         create_dir(dir)?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        set_validity(&mut params, 365);
-        let cert = params.self_signed(&key)?;
-        write_file(&ca.key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&ca.cert_path, cert.pem().as_bytes(), 0o644)?;
-        Ok(ca)
+        let passphrase_path = dir.join(PASSPHRASE_FILE);
+        let passphrase = match std::fs::read(&passphrase_path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = [0u8; 24];
+                rand::rngs::OsRng.try_fill_bytes(&mut secret).map_err(|e| {
+                    StackError::CorruptState {
+                        path: passphrase_path.clone(),
+                        detail: format!("no randomness for the passphrase: {e}"),
+                    }
+                })?;
+                let text = hex::encode(secret).into_bytes();
+                write_file(&passphrase_path, &text, 0o600)?;
+                text
+            }
+            Err(error) => return Err(StackError::io("reading", &passphrase_path)(error)),
+        };
+        let mut options = HierarchyOptions::new(name);
+        // The passphrase sits beside the key: the KDF cost buys nothing here but start time.
+        options.kdf_iterations = 10_000;
+        let ca = CaDir::open_or_init(
+            dir,
+            &options,
+            &passphrase,
+            CaSettings::default(),
+            OffsetDateTime::now_utc(),
+        )
+        .map_err(|e| ca_error(dir, &e))?;
+        let root_path = ca.root_path();
+        Ok(RunCa { ca, root_path })
     }
 
-    /// The CA certificate (PEM): what peers put into `federation_custom_ca_list`.
+    /// The root certificate (PEM): what peers put into `federation_custom_ca_list`.
     pub fn cert_path(&self) -> &Path {
-        &self.cert_path
+        &self.root_path
     }
 
-    /// Issues a server certificate for `ip` into `out_dir` (`cert.pem`, `key.pem`).
+    /// The CA directory (for `govmx ca audit`, CRL, issuance log).
+    pub fn dir(&self) -> &Path {
+        self.root_path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Issues a `homeserver-tls` certificate for `ip` into `out_dir` (`cert.pem` = chain,
+    /// `key.pem`).
     ///
     /// Issued afresh on every start (milliseconds), so a changed address or CA never leaves
     /// a stale certificate behind.
     pub fn issue_server_cert(&self, ip: IpAddr, out_dir: &Path) -> Result<ServerCert> {
         create_dir(out_dir)?;
-        let issuer = self.issuer()?;
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(vec![ip.to_string()])?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, ip.to_string());
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, 90);
-        let cert = params.signed_by(&key, &issuer)?;
+        let (chain_pem, key_pem) = self
+            .ca
+            .issue_homeserver_tls(&[SanHost::Ip(ip)], OffsetDateTime::now_utc())
+            .map_err(|e| ca_error(self.dir(), &e))?;
         let server = ServerCert {
             cert_path: out_dir.join("cert.pem"),
             key_path: out_dir.join("key.pem"),
         };
-        write_file(&server.key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&server.cert_path, cert.pem().as_bytes(), 0o644)?;
+        write_file(&server.key_path, key_pem.as_bytes(), 0o600)?;
+        write_file(&server.cert_path, chain_pem.as_bytes(), 0o644)?;
         Ok(server)
-    }
-
-    fn issuer(&self) -> Result<Issuer<'static, KeyPair>> {
-        let cert_pem = fs::read_to_string(&self.cert_path)
-            .map_err(StackError::io("reading", &self.cert_path))?;
-        let key_pem = fs::read_to_string(&self.key_path)
-            .map_err(StackError::io("reading", &self.key_path))?;
-        let key = KeyPair::from_pem(&key_pem)?;
-        Ok(Issuer::from_ca_cert_pem(&cert_pem, key)?)
     }
 }
 
-fn set_validity(params: &mut CertificateParams, days: i64) {
-    let now = OffsetDateTime::now_utc();
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(days);
+fn ca_error(dir: &Path, error: &dyn std::fmt::Display) -> StackError {
+    StackError::CorruptState {
+        path: dir.to_owned(),
+        detail: format!("agency CA: {error}"),
+    }
 }
 
 #[cfg(test)]
@@ -117,35 +116,60 @@ mod tests {
     use super::*;
 
     #[test]
-    fn server_cert_has_ip_san_and_ca_is_reused() {
+    fn server_chain_has_ip_san_verifies_with_openssl_and_ca_is_reused() {
         let dir = tempfile::tempdir().unwrap();
         let ca = RunCa::load_or_create(&dir.path().join("ca"), "test CA").unwrap();
         let ip: IpAddr = "127.0.0.2".parse().unwrap();
         let server = ca.issue_server_cert(ip, &dir.path().join("hs")).unwrap();
-        let pem = fs::read_to_string(&server.cert_path).unwrap();
-        let der = pem_body(&pem);
-        // GeneralName iPAddress is `[7] IMPLICIT OCTET STRING`: tag 0x87, length 4, the address.
-        assert!(
-            der.windows(6).any(|w| w == [0x87, 4, 127, 0, 0, 2]),
-            "no IP SAN 127.0.0.2"
+        let chain = std::fs::read_to_string(&server.cert_path).unwrap();
+        assert_eq!(
+            chain.matches("BEGIN CERTIFICATE").count(),
+            2,
+            "leaf + intermediate"
         );
-        let key = fs::read_to_string(&server.key_path).unwrap();
+        let key = std::fs::read_to_string(&server.key_path).unwrap();
         assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
 
-        // A second load reuses the same CA files.
-        let before = fs::read(ca.cert_path()).unwrap();
-        let again = RunCa::load_or_create(&dir.path().join("ca"), "test CA").unwrap();
-        assert_eq!(fs::read(again.cert_path()).unwrap(), before);
-    }
+        // An independent verifier: openssl, pinning only the root, for the IP the peer dials.
+        let leaf_end = chain.find("-----END CERTIFICATE-----").unwrap() + 26;
+        let (leaf, intermediate) = chain.split_at(leaf_end);
+        std::fs::write(dir.path().join("leaf.pem"), leaf).unwrap();
+        std::fs::write(
+            dir.path().join("intermediate.pem"),
+            intermediate.trim_start(),
+        )
+        .unwrap();
+        let verify = |ip: &str| {
+            std::process::Command::new("openssl")
+                .args([
+                    "verify",
+                    "-purpose",
+                    "sslserver",
+                    "-verify_ip",
+                    ip,
+                    "-CAfile",
+                ])
+                .arg(ca.cert_path())
+                .arg("-untrusted")
+                .arg(dir.path().join("intermediate.pem"))
+                .arg(dir.path().join("leaf.pem"))
+                .output()
+                .unwrap()
+        };
+        let ok = verify("127.0.0.2");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stdout)
+        );
+        assert!(
+            !verify("127.0.0.3").status.success(),
+            "the SAN names one IP only"
+        );
 
-    fn pem_body(pem: &str) -> Vec<u8> {
-        use base64::Engine;
-        let body: String = pem
-            .lines()
-            .filter(|line| !line.starts_with("-----"))
-            .collect();
-        base64::engine::general_purpose::STANDARD
-            .decode(body)
-            .unwrap()
+        // A second load reuses the same CA files.
+        let before = std::fs::read(ca.cert_path()).unwrap();
+        let again = RunCa::load_or_create(&dir.path().join("ca"), "test CA").unwrap();
+        assert_eq!(std::fs::read(again.cert_path()).unwrap(), before);
     }
 }
