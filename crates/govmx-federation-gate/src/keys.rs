@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::metrics::Metrics;
-use crate::source::error_chain;
+use crate::source::get_capped;
 
 /// Why no key could be had for a server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -219,27 +219,13 @@ impl KeyFetcher {
         now: SystemTime,
     ) -> Result<ServerKeys, KeyFetchError> {
         let url = format!("https://{endpoint}/_matrix/key/v2/server");
-        let fail = |reason: String| KeyFetchError::Fetch {
-            server: server.to_owned(),
-            url: url.clone(),
-            reason,
-        };
-        let mut response = self
-            .client
-            .get(&url)
-            .send()
+        let body = get_capped(&self.client, &url, MAX_RESPONSE)
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("HTTP {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fail(error_chain(&e)))? {
-            if body.len() + chunk.len() > MAX_RESPONSE {
-                return Err(fail(format!("answer larger than {MAX_RESPONSE} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
+            .map_err(|reason| KeyFetchError::Fetch {
+                server: server.to_owned(),
+                url: url.clone(),
+                reason,
+            })?;
         let max_expiry = now + self.settings.max_cache;
         parse_key_response(server, &body, now, max_expiry)
     }

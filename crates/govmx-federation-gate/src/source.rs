@@ -104,29 +104,34 @@ impl UrlSource {
 
     async fn get(&self, name: &str) -> Result<Vec<u8>, String> {
         let url = format!("{}{name}", self.base);
-        let fail = |reason: String| format!("{url}: {reason}");
-        let mut response = self
-            .client
-            .get(&url)
-            .send()
+        get_capped(&self.client, &url, MAX_FILE)
             .await
-            .map_err(|e| fail(error_chain(&e)))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("HTTP {}", response.status())));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| fail(error_chain(&e)))? {
-            if body.len() + chunk.len() > MAX_FILE {
-                return Err(fail(format!("larger than {MAX_FILE} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            .map_err(|reason| format!("{url}: {reason}"))
     }
 }
 
+/// `GET url`: the body of a 2xx answer of at most `max` bytes (read in chunks, cut off beyond).
+pub(crate) async fn get_capped(
+    client: &reqwest::Client,
+    url: &str,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut response = client.get(url).send().await.map_err(|e| error_chain(&e))?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("answer larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// An error and its sources, joined with `: `.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {
