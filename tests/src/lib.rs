@@ -66,6 +66,7 @@ struct WantedHomeserver {
     label: String,
     trusted_ca: Option<PathBuf>,
     unlisted: bool,
+    module: Option<govmx_stack::module::ModuleSpec>,
 }
 
 impl NetSpec {
@@ -75,6 +76,7 @@ impl NetSpec {
             label: label.to_owned(),
             trusted_ca: None,
             unlisted: false,
+            module: None,
         });
         self
     }
@@ -85,6 +87,7 @@ impl NetSpec {
             label: label.to_owned(),
             trusted_ca: Some(ca_file),
             unlisted: false,
+            module: None,
         });
         self
     }
@@ -96,6 +99,22 @@ impl NetSpec {
             label: label.to_owned(),
             trusted_ca: None,
             unlisted: true,
+            module: None,
+        });
+        self
+    }
+
+    /// A listed homeserver behind a federation gate running the govmx Synapse module.
+    pub fn homeserver_with_module(
+        mut self,
+        label: &str,
+        module: govmx_stack::module::ModuleSpec,
+    ) -> NetSpec {
+        self.homeservers.push(WantedHomeserver {
+            label: label.to_owned(),
+            trusted_ca: None,
+            unlisted: false,
+            module: Some(module),
         });
         self
     }
@@ -118,6 +137,9 @@ impl NetSpec {
             }
             if wanted.unlisted {
                 hs = hs.unlisted();
+            }
+            if let Some(module) = wanted.module {
+                hs = hs.with_module(module);
             }
             spec = spec.homeserver(hs);
         }
@@ -277,4 +299,47 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// Registers `localpart` as a **server admin** through the shared-secret registration API (the
+/// stack registers ordinary users only) and returns its access token, for admin API clients
+/// such as the exporter.
+pub async fn register_admin(hs: &Homeserver, localpart: &str) -> anyhow::Result<String> {
+    let secrets: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(hs.data_dir().join("secrets.json"))?)?;
+    let secret = secrets["registration_shared_secret"]
+        .as_str()
+        .context("secrets.json has no registration_shared_secret")?;
+    let http = reqwest::Client::new();
+    let url = format!("{}/_synapse/admin/v1/register", hs.client_url());
+    let nonce: serde_json::Value = http.get(&url).send().await?.json().await?;
+    let nonce = nonce["nonce"].as_str().context("no nonce")?;
+    let mac = govmx_stack::synapse::registration_mac(secret, nonce, localpart, PASSWORD, true);
+    let body = serde_json::json!({
+        "nonce": nonce, "username": localpart, "password": PASSWORD, "mac": mac, "admin": true,
+    });
+    let response = http.post(&url).json(&body).send().await?;
+    let status = response.status();
+    let reply: serde_json::Value = response.json().await?;
+    anyhow::ensure!(status.is_success(), "admin registration: {status} {reply}");
+    Ok(reply["access_token"]
+        .as_str()
+        .context("no access_token")?
+        .to_owned())
+}
+
+/// Polls `hs`'s log until it contains `needle`, or [`DEADLINE`].
+pub async fn wait_for_log(hs: &Homeserver, needle: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let path = hs.process().log_path().to_owned();
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.contains(needle) {
+            return Ok(());
+        }
+        if started.elapsed() > DEADLINE {
+            bail!("{needle:?} not in {} within {DEADLINE:?}", path.display());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

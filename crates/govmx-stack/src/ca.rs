@@ -83,6 +83,16 @@ impl RunCa {
         self.root_path.parent().unwrap_or(Path::new("."))
     }
 
+    /// Where copies of the issued certificates live, by profile (what the exporter reads).
+    pub fn issued_dir(&self) -> PathBuf {
+        self.dir().join("issued")
+    }
+
+    /// The current CRL (PEM).
+    pub fn crl_path(&self) -> PathBuf {
+        self.dir().join("crl.pem")
+    }
+
     /// Issues a `homeserver-tls` certificate for `ip` into `out_dir` (`cert.pem` = chain,
     /// `key.pem`).
     ///
@@ -100,6 +110,14 @@ impl RunCa {
         };
         write_file(&server.key_path, key_pem.as_bytes(), 0o600)?;
         write_file(&server.cert_path, chain_pem.as_bytes(), 0o644)?;
+        // The exporter's view of what this CA issued: `issued/<profile>/<name>.pem`.
+        let issued = self.issued_dir().join("homeserver-tls");
+        create_dir(&issued)?;
+        write_file(
+            &issued.join(format!("{ip}.pem")),
+            chain_pem.as_bytes(),
+            0o644,
+        )?;
         Ok(server)
     }
 }

@@ -86,13 +86,7 @@ impl Clamd {
         let mut command = Command::new(clamd);
         command.arg("-c").arg(&conf).current_dir(dir);
         let process = Supervised::spawn("clamd", command, &dir.join("clamd.log"))?;
-        let client = ClamdClient::new(ClamdSettings {
-            addresses: vec![spec.addr.to_string()],
-            connect_timeout: Duration::from_secs(1),
-            io_timeout: Duration::from_secs(10),
-            scan_timeout: Duration::from_secs(30),
-            chunk_size: 64 * 1024,
-        });
+        let client = client_for(spec.addr);
         Ok(Clamd {
             addr: spec.addr,
             process,
@@ -145,6 +139,27 @@ impl Clamd {
                 detail: error.to_string(),
             })
     }
+}
+
+/// Sends `zPING` to the clamd at `addr` (through the scanner's client); `Ok` on `PONG`.
+pub async fn ping(addr: SocketAddr) -> Result<()> {
+    client_for(addr)
+        .ping(&addr.to_string())
+        .await
+        .map_err(|error| StackError::Clamd {
+            addr,
+            detail: error.to_string(),
+        })
+}
+
+fn client_for(addr: SocketAddr) -> ClamdClient {
+    ClamdClient::new(ClamdSettings {
+        addresses: vec![addr.to_string()],
+        connect_timeout: Duration::from_secs(1),
+        io_timeout: Duration::from_secs(10),
+        scan_timeout: Duration::from_secs(30),
+        chunk_size: 64 * 1024,
+    })
 }
 
 /// Symlinks `*.cvd`/`*.cld`/`*.cud` from `system_db` into `db` (none here offline: fine).

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::ca::RunCa;
 use crate::clamd::{Clamd, ClamdSpec};
+use crate::exporter::{ExporterConfig, StackExporter};
 use crate::gate::Gate;
 use crate::policy::{ListedServer, RunPolicy, Signers};
 use crate::ports::check_addr_free;
@@ -44,6 +45,8 @@ pub struct StackSpec {
     /// Put a media scanner (scanning with the clamd) on each homeserver's client address;
     /// Synapse's own client listener then moves to a free port on the same IP.
     pub media_scanners: bool,
+    /// Run the govmx exporter against the first homeserver, clamd, the run CA and the policy.
+    pub exporter: bool,
 }
 
 impl StackSpec {
@@ -55,7 +58,14 @@ impl StackSpec {
             homeservers: Vec::new(),
             clamd: None,
             media_scanners: false,
+            exporter: false,
         }
+    }
+
+    /// Runs the govmx exporter (metrics of Synapse, clamd, the CA and the policy bundle).
+    pub fn exporter(mut self) -> StackSpec {
+        self.exporter = true;
+        self
     }
 
     /// Puts a media scanner in front of every homeserver's client listener (needs clamd).
@@ -151,6 +161,7 @@ pub struct Stack {
     clamd: Option<Clamd>,
     // Media scanners in front of client listeners, by homeserver label.
     scanners: Vec<(String, MediaScanner)>,
+    exporter: Option<StackExporter>,
     http: reqwest::Client,
 }
 
@@ -218,6 +229,7 @@ impl Stack {
             homeservers: Vec::new(),
             clamd: None,
             scanners: Vec::new(),
+            exporter: None,
             http: http.clone(),
         };
         if let (Some(clamd_spec), Some(clamd_bin)) = (spec.clamd, &clamd_bin) {
@@ -256,6 +268,21 @@ impl Stack {
                     MediaScanner::start(hs, clamd, listen, &dir, MEDIA_SCANNER_MAX_UPLOAD).await?;
                 stack.scanners.push((label, scanner));
             }
+        }
+        if spec.exporter
+            && let Some(hs) = stack.homeservers.first()
+        {
+            let config = ExporterConfig {
+                ip: hs.spec().client_addr.ip(),
+                synapse_url: hs.client_url(),
+                clamd: stack.clamd.as_ref().map(Clamd::addr),
+                ca_certs_dir: stack.ca.issued_dir(),
+                crl: stack.ca.crl_path(),
+                bundle_dir: stack.policy.bundle_dir(),
+                trust: stack.policy.trust_path(),
+                dir: stack.state_dir.join("exporter"),
+            };
+            stack.exporter = Some(StackExporter::start(hs, config).await?);
         }
         Ok(stack)
     }
@@ -319,6 +346,11 @@ impl Stack {
     /// clamd, if started.
     pub fn clamd(&self) -> Option<&Clamd> {
         self.clamd.as_ref()
+    }
+
+    /// The exporter, if the spec asked for it.
+    pub fn exporter(&self) -> Option<&StackExporter> {
+        self.exporter.as_ref()
     }
 
     /// The media scanner in front of the homeserver labelled `label`, if the spec asked for

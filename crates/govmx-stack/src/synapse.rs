@@ -61,6 +61,9 @@ pub struct HomeserverSpec {
     pub class: String,
     /// Gate strict mode: X-Matrix signatures verified at the edge with the pinned keys.
     pub gate_strict: bool,
+    /// Load the govmx Synapse module (built and installed into the venv on start); `None`
+    /// (the default) leaves Synapse without modules.
+    pub module: Option<crate::module::ModuleSpec>,
 }
 
 impl HomeserverSpec {
@@ -79,7 +82,14 @@ impl HomeserverSpec {
             listed: true,
             class: "agency".to_owned(),
             gate_strict: true,
+            module: None,
         }
+    }
+
+    /// Run the govmx Synapse module with `module`.
+    pub fn with_module(mut self, module: crate::module::ModuleSpec) -> HomeserverSpec {
+        self.module = Some(module);
+        self
     }
 
     /// A server that runs but is not on the run's federation list: an outsider, so it has no
@@ -155,6 +165,8 @@ pub struct HomeserverConfig {
     /// Behind a gate: where Synapse's plain federation listener goes and the gate's CONNECT
     /// proxy; `None`: Synapse terminates federation TLS itself.
     pub gate: Option<GateWiring>,
+    /// The govmx Synapse module, rendered as `modules:`; `None`: no modules.
+    pub module: Option<crate::module::ModuleSpec>,
 }
 
 /// Renders `homeserver.yaml`. Pure: the one place the Synapse configuration is decided.
@@ -239,7 +251,9 @@ suppress_key_server_warning: true\n\
 federation_custom_ca_list: [{ca}]\n\
 federation_verify_certificates: true\n\
 # Required on loopback: IP-literal peers bypass ip_range_whitelist (recipe pitfall 1).\n\
-ip_range_blacklist: []\n",
+ip_range_blacklist: []\n\
+# MSC4133 custom profile fields (unstable path, what matrix-sdk uses): agency identity chains.\n\
+experimental_features: {{msc4133_enabled: true}}\n",
         db = path("homeserver.db"),
         log_config = path("log.config"),
         media = path("media"),
@@ -249,6 +263,12 @@ ip_range_blacklist: []\n",
         form = yaml_str(&config.secrets.form_secret),
         ca = yaml_str(&config.trusted_ca.display().to_string()),
     );
+    if let Some(module) = &config.module {
+        yaml.push_str(&crate::module::render_modules_yaml(
+            module,
+            &config.data_dir,
+        ));
+    }
     yaml
 }
 
@@ -362,7 +382,23 @@ impl Homeserver {
                 .unwrap_or_else(|| ca.cert_path().to_owned()),
             secrets: secrets.clone(),
             gate: gate.as_ref().map(Gate::wiring),
+            module: spec.module.clone(),
         };
+        if spec.module.is_some() {
+            create_dir(&data_dir.join("govmx-module"))?;
+            // `<cache>/synapse-<version>/bin/python` → `<cache>`.
+            let cache_dir = python
+                .ancestors()
+                .nth(3)
+                .map(Path::to_owned)
+                .unwrap_or_else(crate::prereq::default_cache_dir);
+            let python = python.to_owned();
+            tokio::task::spawn_blocking(move || crate::module::ensure_module(&cache_dir, &python))
+                .await
+                .map_err(|error| {
+                    StackError::InvalidSpec(format!("building the Synapse module: {error}"))
+                })??;
+        }
         let config_path = data_dir.join("homeserver.yaml");
         let log_path = data_dir.join("homeserver.log");
         write_file(
@@ -732,6 +768,7 @@ mod tests {
                 form_secret: "form".into(),
             },
             gate: None,
+            module: None,
         }
     }
 
@@ -775,6 +812,8 @@ mod tests {
             federation_verify_certificates: true
             # Required on loopback: IP-literal peers bypass ip_range_whitelist (recipe pitfall 1).
             ip_range_blacklist: []
+            # MSC4133 custom profile fields (unstable path, what matrix-sdk uses): agency identity chains.
+            experimental_features: {msc4133_enabled: true}
         "##]]
         .assert_eq(&render_homeserver_yaml(&sample_config()));
     }
@@ -815,6 +854,21 @@ mod tests {
         assert_eq!(yaml["https_proxy"], "http://127.0.0.2:40002");
         assert_eq!(yaml["ip_range_blacklist"], json!([]));
         assert!(!text.contains("tls_certificate_path"), "{text}");
+    }
+
+    #[test]
+    fn with_a_module_the_modules_block_is_appended() {
+        let mut config = sample_config();
+        config.module = Some(crate::module::ModuleSpec::new("/policy"));
+        let text = render_homeserver_yaml(&config);
+        let yaml: serde_json::Value = serde_norway::from_str(&text).unwrap();
+        assert_eq!(yaml["modules"][0]["module"], "govmx_synapse.GovmxModule");
+        assert_eq!(yaml["modules"][0]["config"]["policy_dir"], "/policy");
+        assert_eq!(
+            yaml["modules"][0]["config"]["last_known_good_dir"],
+            "/state/homeservers/agency/govmx-module/last-known-good"
+        );
+        assert!(text.starts_with(&render_homeserver_yaml(&sample_config())));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use govmx_stack::module::ModuleSpec;
 use govmx_stack::{ClamdSpec, DemoOutcome, HomeserverSpec, Stack, StackSpec};
 
 /// The agency homeserver's federation address (its server name).
@@ -94,18 +95,26 @@ async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.fresh {
         wipe(&args.state_dir)?;
     }
+    // The govmx Synapse module in both homeservers, reading the run's signed bundle (the same
+    // one the gates enforce) with its trust anchors.
+    let state = std::path::absolute(&args.state_dir).context("resolving the state directory")?;
+    let module = ModuleSpec {
+        trust_file: Some(state.join("policy").join("trust.yaml")),
+        ..ModuleSpec::new(state.join("policy").join("bundle"))
+    };
     let mut spec = StackSpec::new(&args.state_dir)
-        .homeserver(HomeserverSpec::new(
-            "agency",
-            addr(AGENCY_FEDERATION),
-            addr(AGENCY_CLIENT),
-        ))
+        .homeserver(
+            HomeserverSpec::new("agency", addr(AGENCY_FEDERATION), addr(AGENCY_CLIENT))
+                .with_module(module.clone()),
+        )
         .homeserver(
             HomeserverSpec::new("citizen", addr(CITIZEN_FEDERATION), addr(CITIZEN_CLIENT))
-                .with_class("citizen"),
+                .with_class("citizen")
+                .with_module(module),
         )
         .clamd(ClamdSpec { addr: addr(CLAMD) })
-        .media_scanners();
+        .media_scanners()
+        .exporter();
     if let Some(cache_dir) = args.cache_dir {
         spec.cache_dir = cache_dir;
     }
@@ -255,6 +264,13 @@ fn print_summary(stack: &Stack, demo: &DemoOutcome, total: Duration) -> io::Resu
             out,
             "  clamd         {} (EICAR test signature loaded)",
             clamd.addr()
+        )?;
+    }
+    if let Some(exporter) = stack.exporter() {
+        writeln!(
+            out,
+            "  exporter      http://{}/metrics (Synapse, clamd, CA, policy; served from cache)",
+            exporter.admin_addr()
         )?;
     }
     writeln!(out, "  demo logins")?;
