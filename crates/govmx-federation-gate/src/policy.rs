@@ -323,10 +323,19 @@ impl PolicyList {
         } else if origin == own {
             self.outbound_decision(destination, now)
         } else {
-            deny(
-                "gate.not-local",
-                format!("neither {origin} nor {destination} is this server ({own})"),
-            )
+            // Not about us: the engine's own answer (and rule), as the Synapse module gives it.
+            match (
+                <&ServerName>::try_from(origin),
+                <&ServerName>::try_from(destination),
+            ) {
+                (Ok(o), Ok(d)) => {
+                    Decision::from_policy(self.set.may_federate(o, d, OffsetDateTime::from(now)))
+                }
+                _ => deny(
+                    "gate.not-local",
+                    format!("neither {origin} nor {destination} is this server ({own})"),
+                ),
+            }
         }
     }
 }
@@ -427,6 +436,33 @@ pub mod testing {
             );
         }
         std::fs::write(path, doc)
+    }
+
+    /// The files of a bundle made of `documents` (name, bytes) plus `SIGNATURES.json` signed by
+    /// `signers` for `version`: what a bundle directory or URL would hold.
+    pub fn signed_files(
+        documents: &[(&str, &[u8])],
+        version: u64,
+        signers: &[&TestSigner],
+    ) -> Result<super::BundleFiles, bundle::BundleError> {
+        let mut signatures: Option<String> = None;
+        for signer in signers {
+            let outcome = bundle::sign(
+                signatures.as_deref().map(str::as_bytes),
+                version,
+                documents,
+                &signer.key,
+            )?;
+            signatures = Some(outcome.signatures.to_json());
+        }
+        let mut files: super::BundleFiles = documents
+            .iter()
+            .map(|(name, bytes)| ((*name).to_owned(), bytes.to_vec()))
+            .collect();
+        if let Some(json) = signatures {
+            files.insert(SIGNATURES_FILE.to_owned(), json.into_bytes());
+        }
+        Ok(files)
     }
 
     /// Writes (replaces) a complete bundle in `dir`: a federation list (version `version`,
@@ -570,7 +606,8 @@ mod tests {
         );
         assert_eq!(
             list.may_federate("b.example", "x.example", now).rule,
-            "gate.not-local"
+            "destination-not-local",
+            "the engine's rule, as in the Synapse module"
         );
         assert!(list.may_federate("a.example", "b.example", now).allowed());
 
