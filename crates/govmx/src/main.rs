@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod ca_cmd;
 mod policy_cmd;
 mod up;
 
@@ -23,6 +24,8 @@ struct Cli {
 enum Command {
     /// Lint, sign, verify, explain and diff policy documents.
     Policy(policy_cmd::PolicyArgs),
+    /// Agency CA: init, enrollment tokens, issuance, revocation, CRL, log audit, chain checks.
+    Ca(ca_cmd::CaArgs),
     /// Bring up a local sovereign network on loopback and stay in the foreground.
     Up(up::UpArgs),
     /// Install what `govmx up` and the tests run: the pinned Synapse venv and clamd.
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Policy(args) => policy_cmd::run(args),
+        Command::Ca(args) => ca_cmd::run(args),
         Command::Up(args) => up::run(args),
         Command::Setup(args) => up::setup(args),
         Command::Completions { shell } => {
