@@ -1,15 +1,14 @@
-//! `govmx-exporter`: parse arguments, initialise tracing, load and validate the config *before*
-//! binding any port (exit 64 on a bad config), then collect and serve until SIGTERM/Ctrl-C.
+//! `govmx-exporter`: parse arguments, then [`govmx_service::service_main`]: tracing, the config
+//! loaded and validated *before* any port is bound (exit 64 when bad), then collect and serve
+//! until SIGTERM/Ctrl-C.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
 use govmx_exporter::{Exporter, config::Config};
-use govmx_service::{LogFormat, Shutdown, init_tracing, load_validated};
-
-/// Exit code for a bad command line or config (`EX_USAGE`).
-const EX_USAGE: u8 = 64;
+use govmx_service::{LogFormat, ServiceArgs, Shutdown, service_main};
 
 /// Security metrics exporter for a govmx network (Synapse admin API, clamd, agency CA, policy).
 #[derive(Debug, Parser)]
@@ -28,35 +27,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Err(err) = init_tracing("GOVMX_LOG", "info", args.log_format) {
-        tracing::error!(%err, "cannot initialise logging");
-        return ExitCode::from(EX_USAGE);
-    }
-    let config: Config = match load_validated(&args.config) {
-        Ok(config) => config,
-        Err(err) => {
-            tracing::error!("{err}");
-            return ExitCode::from(EX_USAGE);
-        }
+    let service = ServiceArgs {
+        config: &args.config,
+        log_format: args.log_format,
+        check: args.check,
     };
-    if args.check {
-        tracing::info!(config = %args.config.display(), "config is valid");
-        return ExitCode::SUCCESS;
-    }
-    match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("{err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
-    runtime.block_on(async {
-        let exporter = Exporter::bind(config).await.context("cannot start")?;
-        exporter
+    service_main(service, |config: Config| async move {
+        Exporter::bind(config)
+            .await
+            .context("cannot start")?
             .serve(Shutdown::on_signals())
             .await
             .context("server failed")

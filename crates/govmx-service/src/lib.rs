@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod main_helper;
 pub mod proxy;
 pub mod shutdown;
 pub mod telemetry;
@@ -26,5 +27,6 @@ pub mod telemetry;
 pub use admin::{Readiness, admin_router};
 pub use config::{ConfigError, Validate, load_validated};
 pub use error::MatrixError;
+pub use main_helper::{EX_USAGE, ServiceArgs, service_main};
 pub use shutdown::{Shutdown, ShutdownTrigger, serve};
 pub use telemetry::{LogBudget, LogFormat, init_tracing};
