@@ -55,8 +55,11 @@ mkdir -p "$WORK"/{clamd/db,spool,ngx,syn,mcs/tmp,files}
 chmod 700 "$WORK/spool"
 
 # ---------------------------------------------------------------- clamd (limits raised for 1 GiB)
-cp /work/shared/clamav/govmx-test.hdb "$WORK/clamd/db/" 2>/dev/null ||
-    printf '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n' >"$WORK/clamd/db/test.hdb"
+# The EICAR test signature (what govmx-stack writes too), plus Debian's real databases if present.
+printf '44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n' >"$WORK/clamd/db/test.hdb"
+for db in /var/lib/clamav/*.cvd /var/lib/clamav/*.cld; do
+    if [ -e "$db" ]; then ln -s "$db" "$WORK/clamd/db/"; fi
+done
 cat >"$WORK/clamd/clamd.conf" <<EOF
 DatabaseDirectory $WORK/clamd/db
 TemporaryDirectory $WORK/clamd
