@@ -4,9 +4,9 @@
 //!
 //! Durations are strings (`"500ms"`, `"30s"`, `"5m"`, `"1h"`, `"2d"`). See `examples/config.yaml`.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use serde::{Deserialize, Deserializer, de};
+use serde::Deserialize;
 
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize)]
@@ -265,42 +265,7 @@ impl govmx_service::Validate for Config {
     }
 }
 
-/// A duration written as `"500ms"`, `"30s"`, `"5m"`, `"1h"` or `"2d"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
-    }
-}
-
-/// Parses `"30s"`-style durations.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        "d" => n.checked_mul(86_400).map(Duration::from_secs),
-        _ => None,
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(HumanDuration).ok_or_else(|| {
-            de::Error::custom(format!(
-                "invalid duration `{s}`, expected e.g. \"500ms\", \"30s\", \"5m\""
-            ))
-        })
-    }
-}
+pub use govmx_service::config::{HumanDuration, parse_duration};
 
 #[cfg(test)]
 mod tests {

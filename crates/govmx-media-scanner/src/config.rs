@@ -487,36 +487,7 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// A duration written as `"500ms"`, `"30s"`, `"5m"`, `"1h"` or `"2d"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
-
-/// Parses `"30s"`-style durations.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        "d" => n.checked_mul(86_400).map(Duration::from_secs),
-        _ => None,
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_duration(&s).map(HumanDuration).ok_or_else(|| {
-            de::Error::custom(format!(
-                "invalid duration `{s}`, expected e.g. \"500ms\", \"30s\", \"5m\""
-            ))
-        })
-    }
-}
+pub use govmx_service::config::{HumanDuration, parse_duration};
 
 #[cfg(test)]
 mod tests {
@@ -549,7 +520,7 @@ mod tests {
             ("1w", None),
         ];
         for (s, want) in durs {
-            assert_eq!(parse_duration(s), want, "{s}");
+            assert_eq!(parse_duration(s).ok(), want, "{s}");
         }
     }
 

@@ -95,6 +95,55 @@ pub fn load_validated<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, 
     from_yaml_str_validated(&text, &path.display().to_string())
 }
 
+/// Parses `30s`, `500ms`, `5m`, `72h`, `7d` (whole numbers; units `ms`, `s`, `m`, `h`, `d`): the
+/// duration syntax of every govmx service config.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} needs a unit (ms, s, m, h, d)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} does not start with a whole number"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => {
+            return Err(format!(
+                "duration {text:?} has unknown unit {unit:?} (ms, s, m, h, d)"
+            ));
+        }
+    };
+    ms.map(std::time::Duration::from_millis)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+/// A config duration written as `"500ms"`, `"30s"`, `"5m"`, `"1h"` or `"2d"` (see
+/// [`parse_duration`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub std::time::Duration);
+
+impl std::fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(HumanDuration).map_err(|why| {
+            serde::de::Error::custom(format!(
+                "invalid duration `{s}`: {why}; expected e.g. \"500ms\", \"30s\", \"5m\""
+            ))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde::Deserialize;
