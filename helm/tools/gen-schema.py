@@ -70,6 +70,14 @@ OVERRIDES = {
     "gatewayApi.parentRefs": {"type": "array", "items": K8S_OBJECT},
     "podDisruptionBudget.maxUnavailable": {"type": "integer", "minimum": 1},
     "policy.bundle.url": {"type": "string", "pattern": r"^(https://.+)?$"},
+    "synapseModule.reloadIntervalMs": {"type": "integer", "minimum": 100},
+    "monitoring.serviceMonitors.labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    "monitoring.prometheusRule.labels": {"type": "object", "additionalProperties": {"type": "string"}},
+    "monitoring.prometheusRule.runbookUrlBase": {"type": "string", "pattern": r"^(https?://[^ ]+[^/ ])?$"},
+    "monitoring.dashboards.sidecarLabel": {"type": "string", "pattern": r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$"},
+    "monitoring.dashboards.namespace": K8S_NAME,
+    "backup.schedule": {"type": "string", "pattern": r"^(@(hourly|daily|weekly|monthly)|(\S+\s+){4}\S+)$"},
+    "backup.keep": {"type": "integer", "minimum": 1},
 }
 SUFFIXES = {  # by last key
     "resources": RESOURCES, "networkPolicyPeers": PEERS, "federationFrom": PEERS, "peerEgress": PEERS,
@@ -78,7 +86,7 @@ SUFFIXES = {  # by last key
     "existingSecret": K8S_NAME, "existingClaim": K8S_NAME, "existingConfigMap": K8S_NAME,
 }
 DURATION_KEYS = {"headerReadTimeout", "upstreamTimeout", "connectTimeout", "reloadInterval",
-                 "refetchOnMiss", "maxAge", "interval", "signaturesWarnAge", "homeserverTls",
+                 "refetchOnMiss", "maxAge", "interval", "scrapeTimeout", "signaturesWarnAge", "homeserverTls",
                  "serviceMtls", "agencyIdentity"}
 
 

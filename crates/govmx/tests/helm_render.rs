@@ -7,7 +7,9 @@
 //! files that only exist in the cluster (mounted Secrets, volumes) are accepted; every such path
 //! must be covered by a volumeMount of the service's container, and every listen port must be a
 //! declared containerPort. Synapse's homeserver.yaml must send outbound federation through the
-//! gate's CONNECT port, and the gate must forward to Synapse's federation listener.
+//! gate's CONNECT port, and the gate must forward to Synapse's federation listener. With Synapse
+//! workers, the replication endpoints are rendered Service ports, each worker loads its own
+//! worker config and the sync paths reach the client worker.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -199,6 +201,171 @@ fn check_synapse_wiring(docs: &[Value], scenario: &str) {
     assert_eq!(federation["tls"], false, "the gate terminates TLS");
 }
 
+/// A rendered Service named `name` with a port `port`.
+fn has_service_port(docs: &[Value], name: &str, port: u64) -> bool {
+    docs.iter().any(|d| {
+        d["kind"] == "Service"
+            && d["metadata"]["name"] == name
+            && d["spec"]["ports"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p["port"] == port))
+    })
+}
+
+/// With Synapse workers: the replication endpoints named in homeserver.yaml (instance_map.main,
+/// redis) are rendered Service ports, every worker Deployment mounts its own worker config from
+/// Synapse's ConfigMap, and the client worker's Service is the backend of the sync route.
+/// Returns whether the scenario has workers.
+fn check_synapse_workers(docs: &[Value], scenario: &str) -> bool {
+    let cm = find(docs, &["ConfigMap"], "synapse").expect("synapse ConfigMap");
+    let hs: Value = serde_norway::from_str(cm["data"]["homeserver.yaml"].as_str().unwrap())
+        .expect("homeserver.yaml is YAML");
+    let workers: Vec<&Value> = docs
+        .iter()
+        .filter(|d| {
+            d["kind"] == "Deployment" && component(d).is_some_and(|c| c.starts_with("synapse-"))
+        })
+        .collect();
+    if workers.is_empty() {
+        assert!(
+            hs.get("instance_map").is_none() && hs.get("redis").is_none(),
+            "{scenario}: replication config without workers"
+        );
+        return false;
+    }
+    let main = &hs["instance_map"]["main"];
+    assert!(
+        has_service_port(
+            docs,
+            main["host"].as_str().expect("instance_map.main.host"),
+            main["port"].as_u64().expect("instance_map.main.port")
+        ),
+        "{scenario}: instance_map.main {main} is not a rendered Service port"
+    );
+    let redis = &hs["redis"];
+    assert_eq!(redis["enabled"], true, "{scenario}: Redis replication off");
+    let redis_host = redis["host"].as_str().expect("redis.host");
+    if find(docs, &["Deployment"], "redis").is_some() {
+        assert!(
+            has_service_port(docs, redis_host, redis["port"].as_u64().unwrap()),
+            "{scenario}: redis {redis} is not the in-chart Redis Service"
+        );
+    }
+    for w in &workers {
+        let comp = component(w).unwrap();
+        let worker_name = comp.trim_start_matches("synapse-");
+        let key = format!("worker-{worker_name}.yaml");
+        let text = cm["data"][&key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{scenario}: Synapse ConfigMap has no {key}"));
+        let cfg: Value = serde_norway::from_str(text).expect("worker config is YAML");
+        assert_eq!(
+            cfg["worker_name"], worker_name,
+            "{scenario}: {key} worker_name"
+        );
+        let container = &w["spec"]["template"]["spec"]["containers"][0];
+        let mounts = container["volumeMounts"].as_array().expect("volumeMounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["subPath"] == key.as_str()
+                    && m["mountPath"] == "/etc/synapse/worker.yaml"),
+            "{scenario}: {comp} does not mount {key} as /etc/synapse/worker.yaml"
+        );
+        assert!(
+            container["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "--config-path=/etc/synapse/worker.yaml"),
+            "{scenario}: {comp} does not load its worker config"
+        );
+        for l in cfg["worker_listeners"]
+            .as_array()
+            .expect("worker_listeners")
+        {
+            let port = l["port"].as_u64().unwrap();
+            let declared = container["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["containerPort"] == port);
+            assert!(
+                declared,
+                "{scenario}: {comp} listens on {port} but does not declare it"
+            );
+        }
+    }
+    let senders = hs["federation_sender_instances"]
+        .as_array()
+        .expect("federation_sender_instances");
+    for s in senders {
+        let comp = format!("synapse-{}", s.as_str().unwrap());
+        assert!(
+            find(docs, &["Deployment"], &comp).is_some(),
+            "{scenario}: federation sender {s} has no Deployment"
+        );
+    }
+    let client = find(docs, &["Service"], "synapse-client").expect("client worker Service");
+    let client_name = client["metadata"]["name"].as_str().unwrap();
+    let sync_routed = docs.iter().filter(|d| d["kind"] == "Ingress").any(|ing| {
+        ing["spec"]["rules"].as_array().unwrap().iter().any(|r| {
+            r["http"]["paths"].as_array().unwrap().iter().any(|p| {
+                p["path"] == "/_matrix/client/v3/sync"
+                    && p["backend"]["service"]["name"] == client_name
+            })
+        })
+    });
+    assert!(
+        sync_routed,
+        "{scenario}: /_matrix/client/v3/sync is not routed to {client_name}"
+    );
+    true
+}
+
+/// With the govmx Synapse module scanning remote media: the module's scanner URL is the media
+/// scanner's Service port and the scanner serves the scan API with a token file. Returns whether
+/// the scenario configures it.
+fn check_module_scanner(docs: &[Value], scenario: &str) -> bool {
+    let cm = find(docs, &["ConfigMap"], "synapse").expect("synapse ConfigMap");
+    let Some(text) = cm["data"]["modules.yaml"].as_str() else {
+        return false;
+    };
+    let modules: Value = serde_norway::from_str(text).expect("modules.yaml is YAML");
+    let config = &modules["modules"][0]["config"];
+    assert_eq!(modules["modules"][0]["module"], "govmx_synapse.GovmxModule");
+    let Some(url) = config["scanner"]["url"].as_str() else {
+        return false;
+    };
+    let (host, port) = url
+        .trim_start_matches("http://")
+        .split_once(':')
+        .expect("scanner url host:port");
+    let scanner_svc = find(docs, &["Service"], "media-scanner").expect("scanner Service");
+    assert_eq!(
+        scanner_svc["metadata"]["name"], host,
+        "{scenario}: module scanner url"
+    );
+    assert!(
+        has_service_port(docs, host, port.parse().expect("port")),
+        "{scenario}: module scanner url {url} is not a Service port"
+    );
+    let scanner_cm = find(docs, &["ConfigMap"], "media-scanner").unwrap();
+    let scanner: Value =
+        serde_norway::from_str(scanner_cm["data"]["config.yaml"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        scanner["scan_api"]["enabled"], true,
+        "{scenario}: the module calls the scan API but the scanner does not serve it"
+    );
+    assert!(
+        scanner["listen"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!(":{port}"))),
+        "{scenario}: the scan API is on the scanner's main listener, not on {port}"
+    );
+    true
+}
+
 #[test]
 fn rendered_service_configs_load_with_the_services_own_parsers() {
     let values_dir = repo_root().join("helm/tests/values");
@@ -218,7 +385,7 @@ fn rendered_service_configs_load_with_the_services_own_parsers() {
         scenarios.push((name, Some(f)));
     }
 
-    let (mut gate, mut scanner, mut exporter, mut ca) = (0, 0, 0, 0);
+    let (mut gate, mut scanner, mut exporter, mut ca, mut workers, mut module) = (0, 0, 0, 0, 0, 0);
     for (name, values) in &scenarios {
         let docs = render(values.as_deref());
         assert!(
@@ -251,9 +418,12 @@ fn rendered_service_configs_load_with_the_services_own_parsers() {
             "agency-ca",
         ));
         check_synapse_wiring(&docs, name);
+        workers += usize::from(check_synapse_workers(&docs, name));
+        module += usize::from(check_module_scanner(&docs, name));
     }
     assert!(
-        gate >= 3 && scanner >= 3 && exporter >= 2 && ca >= 2,
-        "too few configs checked: gate {gate}, scanner {scanner}, exporter {exporter}, ca {ca}"
+        gate >= 3 && scanner >= 3 && exporter >= 2 && ca >= 2 && workers >= 2 && module >= 1,
+        "too few configs checked: gate {gate}, scanner {scanner}, exporter {exporter}, ca {ca}, \
+         worker scenarios {workers}, module+scanner scenarios {module}"
     );
 }

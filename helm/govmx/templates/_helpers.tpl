@@ -142,3 +142,138 @@ readinessProbe:
 {{- required "clamav.external.address is required when clamav.enabled is false" .Values.clamav.external.address -}}
 {{- end -}}
 {{- end -}}
+
+{{/* PostgreSQL connection: the in-chart StatefulSet (postgresql.internal.enabled) or the external server. */}}
+{{- define "govmx.postgresHost" -}}
+{{- if .Values.postgresql.internal.enabled -}}
+{{- include "govmx.name" (dict "root" . "c" "postgresql") -}}
+{{- else -}}
+{{- .Values.postgresql.external.host -}}
+{{- end -}}
+{{- end -}}
+{{- define "govmx.postgresPort" -}}
+{{- if .Values.postgresql.internal.enabled }}5432{{ else }}{{ .Values.postgresql.external.port }}{{ end -}}
+{{- end -}}
+{{/* The in-chart PostgreSQL has no TLS (staging; traffic confined by NetworkPolicy). */}}
+{{- define "govmx.postgresSslmode" -}}
+{{- if .Values.postgresql.internal.enabled }}disable{{ else }}{{ .Values.postgresql.external.sslmode }}{{ end -}}
+{{- end -}}
+{{/* NetworkPolicy peers of PostgreSQL (YAML list). */}}
+{{- define "govmx.postgresPeers" -}}
+{{- if .Values.postgresql.internal.enabled -}}
+- podSelector:
+    matchLabels:
+      {{- include "govmx.selectorLabels" (dict "root" . "c" "postgresql") | nindent 6 }}
+{{- else -}}
+{{- toYaml .Values.postgresql.external.networkPolicyPeers -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Redis for Synapse workers: external (redis.enabled) or the in-chart Deployment. */}}
+{{- define "govmx.redisInternal" -}}
+{{- if and .Values.synapse.workers.enabled (not .Values.redis.enabled) }}true{{ end -}}
+{{- end -}}
+{{- define "govmx.redisHost" -}}
+{{- if .Values.redis.enabled }}{{ .Values.redis.host }}{{ else }}{{ include "govmx.name" (dict "root" . "c" "redis") }}{{ end -}}
+{{- end -}}
+{{- define "govmx.redisPort" -}}
+{{- if .Values.redis.enabled }}{{ .Values.redis.port }}{{ else }}6379{{ end -}}
+{{- end -}}
+
+{{/* Synapse workers (JSON list of {name, app, duty}): component synapse-<name>, worker_name <name>. */}}
+{{- define "govmx.synapseWorkers" -}}
+{{- $w := .Values.synapse.workers -}}
+{{- toJson (list
+  (dict "name" "federation-sender" "duty" "federation_sender" "resources" $w.federationSender.resources)
+  (dict "name" "client" "duty" "client" "resources" $w.client.resources)) -}}
+{{- end -}}
+
+{{/* Selector labels of every Synapse pod (main and workers): YAML list of NetworkPolicy peers. */}}
+{{- define "govmx.synapsePeers" -}}
+- podSelector:
+    matchLabels:
+      {{- include "govmx.selectorLabels" (dict "root" . "c" "synapse") | nindent 6 }}
+{{- if .Values.synapse.workers.enabled }}
+{{- range $w := include "govmx.synapseWorkers" . | fromJsonArray }}
+- podSelector:
+    matchLabels:
+      {{- include "govmx.selectorLabels" (dict "root" $ "c" (printf "synapse-%s" $w.name)) | nindent 6 }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Init container writing Synapse's database block (password from its Secret) into a
+     memory-backed emptyDir, so no password is ever in a ConfigMap, a value or an env var. */}}
+{{- define "govmx.synapseDbInit" -}}
+- name: render-db-config
+  image: {{ include "govmx.image" (dict "root" . "image" .Values.images.synapse) }}
+  imagePullPolicy: IfNotPresent
+  {{- include "govmx.containerSecurityContext" (dict "uid" 10991) | nindent 2 }}
+  command: ["python3", "-c"]
+  args:
+    - |
+      import json, os
+      password = open("/etc/synapse/postgresql/password").read().strip()
+      args = {"host": os.environ["PGHOST"], "port": int(os.environ["PGPORT"]),
+              "user": os.environ["PGUSER"], "dbname": os.environ["PGDATABASE"],
+              "sslmode": os.environ["PGSSLMODE"], "password": password,
+              "cp_min": 5, "cp_max": 10}
+      {{- if and (not .Values.postgresql.internal.enabled) .Values.postgresql.external.caConfigMap }}
+      args["sslrootcert"] = "/etc/synapse/postgresql-ca/ca.pem"
+      {{- end }}
+      with open("/run/synapse/database.yaml", "w") as f:
+          json.dump({"database": {"name": "psycopg2", "args": args}}, f)
+  env:
+    - {name: PGHOST, value: {{ include "govmx.postgresHost" . | quote }}}
+    - {name: PGPORT, value: {{ include "govmx.postgresPort" . | quote }}}
+    - {name: PGUSER, value: {{ .Values.postgresql.external.user | quote }}}
+    - {name: PGDATABASE, value: {{ .Values.postgresql.external.database | quote }}}
+    - {name: PGSSLMODE, value: {{ include "govmx.postgresSslmode" . | quote }}}
+  volumeMounts:
+    - {name: postgresql, mountPath: /etc/synapse/postgresql, readOnly: true}
+    - {name: run, mountPath: /run/synapse}
+  resources:
+    requests: {cpu: 10m, memory: 32Mi}
+    limits: {cpu: 100m, memory: 64Mi}
+{{- end -}}
+
+{{/* Init container copying the govmx Synapse module into the "govmx-module" volume (on PYTHONPATH). */}}
+{{- define "govmx.synapseModuleInit" -}}
+- name: install-govmx-module
+  image: {{ include "govmx.image" (dict "root" . "image" .Values.images.synapseModule) }}
+  imagePullPolicy: IfNotPresent
+  {{- include "govmx.containerSecurityContext" (dict "uid" 10991) | nindent 2 }}
+  command: ["cp", "-R", "/opt/govmx-module/.", "/module/"]
+  volumeMounts:
+    - {name: govmx-module, mountPath: /module}
+  resources:
+    requests: {cpu: 10m, memory: 16Mi}
+    limits: {cpu: 100m, memory: 64Mi}
+{{- end -}}
+
+{{/* Egress rules of every Synapse pod: PostgreSQL, Redis, the gate's CONNECT proxy (YAML list). */}}
+{{- define "govmx.synapseEgress" -}}
+- to:
+    {{- include "govmx.postgresPeers" . | nindent 4 }}
+  ports:
+    - {protocol: TCP, port: {{ include "govmx.postgresPort" . }}}
+{{- if include "govmx.redisInternal" . }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "govmx.selectorLabels" (dict "root" . "c" "redis") | nindent 10 }}
+  ports:
+    - {protocol: TCP, port: 6379}
+{{- else if .Values.redis.enabled }}
+- to:
+    {{- toYaml .Values.redis.networkPolicyPeers | nindent 4 }}
+  ports:
+    - {protocol: TCP, port: {{ .Values.redis.port }}}
+{{- end }}
+- to:
+    - podSelector:
+        matchLabels:
+          {{- include "govmx.selectorLabels" (dict "root" . "c" "federation-gate") | nindent 10 }}
+  ports:
+    - {protocol: TCP, port: 3128}
+{{- end -}}

@@ -8,6 +8,13 @@
 {{- range (list "/_matrix/media" "/_matrix/client/v1/media" "/_matrix/media_proxy") -}}
 {{- $routes = append $routes (list $host . $scanner 8080) -}}
 {{- end -}}
+{{- if .Values.synapse.workers.enabled -}}
+{{- $client := include "govmx.name" (dict "root" . "c" "synapse-client") -}}
+{{/* Sync paths to the client worker (longest prefix wins over /_matrix). */}}
+{{- range (list "/_matrix/client/v3/sync" "/_matrix/client/r0/sync" "/_matrix/client/v3/events" "/_matrix/client/r0/events" "/_matrix/client/v3/initialSync" "/_matrix/client/r0/initialSync") -}}
+{{- $routes = append $routes (list $host . $client 8008) -}}
+{{- end -}}
+{{- end -}}
 {{- range (list "/_matrix" "/_synapse/client" "/.well-known/matrix") -}}
 {{- $routes = append $routes (list $host . $synapse 8008) -}}
 {{- end -}}
