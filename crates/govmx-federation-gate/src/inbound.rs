@@ -117,7 +117,7 @@ impl Ctx<'_> {
     fn record(&self, denial: Denial<'_>, enforced: bool) -> Option<Response> {
         let class = match (self.list, denial.origin) {
             (Some(current), Some(origin)) => current.list.class_of(origin),
-            _ => "unknown".to_owned(),
+            _ => "unknown",
         };
         self.shared
             .metrics

@@ -19,7 +19,7 @@
 //!   primary source. Past `max_age` the status is [`ListStatus::Stale`] and the gate fails
 //!   closed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -213,8 +213,8 @@ impl ListStore {
             Ok(trust) => trust,
             Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.trust.display())),
         };
-        let files_hash = fingerprint(&files, b"");
-        let fingerprint = fingerprint(&files, &trust);
+        let files_hash = files_hash(&files);
+        let fingerprint = fingerprint(&files_hash, &trust);
         let previous = self.current.load_full();
         if let Some(current) = &previous
             && current.fingerprint == fingerprint
@@ -263,7 +263,14 @@ impl ListStore {
             fingerprint,
             files_hash,
         })));
-        if let Err(error) = self.write_last_known_good(&files, now) {
+        // The new list is in use; persisting ~10 MB must not hold up a request-serving thread.
+        let lkg_dir = self.lkg_dir.clone();
+        let written =
+            tokio::task::spawn_blocking(move || write_last_known_good(&lkg_dir, &files, now)).await;
+        if let Err(error) = written
+            .map_err(std::io::Error::other)
+            .and_then(|result| result)
+        {
             tracing::error!(%error, dir = %self.lkg_dir.display(), "cannot write the last-known-good copy");
         }
         ReloadOutcome::Loaded { version }
@@ -329,54 +336,66 @@ impl ListStore {
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs));
+        let files_hash = files_hash(&files);
         Ok(CurrentList {
             list: Arc::new(list),
             verified_at,
             source: ListSource::LastKnownGood,
-            fingerprint: fingerprint(&files, &trust),
-            files_hash: fingerprint(&files, b""),
+            fingerprint: fingerprint(&files_hash, &trust),
+            files_hash,
         })
     }
 
-    fn write_last_known_good(&self, files: &BundleFiles, now: SystemTime) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.lkg_dir)?;
-        let new = self.lkg_dir.join(LKG_BUNDLE_NEW);
-        let live = self.lkg_dir.join(LKG_BUNDLE);
-        let old = self.lkg_dir.join(LKG_BUNDLE_OLD);
-        if new.exists() {
-            std::fs::remove_dir_all(&new)?;
-        }
-        std::fs::create_dir_all(&new)?;
-        for (name, bytes) in files {
-            std::fs::write(new.join(name), bytes)?;
-        }
-        if old.exists() {
-            std::fs::remove_dir_all(&old)?;
-        }
-        if live.exists() {
-            std::fs::rename(&live, &old)?;
-        }
-        std::fs::rename(&new, &live)?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old)?;
-        }
-        self.write_verified_at(now);
-        Ok(())
-    }
-
     fn write_verified_at(&self, now: SystemTime) {
-        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let tmp = self.lkg_dir.join(".verified-at.tmp");
-        let res = std::fs::create_dir_all(&self.lkg_dir)
-            .and_then(|()| std::fs::write(&tmp, format!("{secs}\n")))
-            .and_then(|()| std::fs::rename(&tmp, self.lkg_dir.join(LKG_VERIFIED_AT)));
-        if let Err(error) = res {
-            tracing::warn!(%error, "cannot record the confirmation time of the last-known-good copy");
-        }
+        write_verified_at(&self.lkg_dir, now);
     }
 }
 
-fn fingerprint(files: &BundleFiles, trust: &[u8]) -> [u8; 32] {
+/// Replaces the last-known-good copy in `lkg_dir` with `files` (write a new directory, then
+/// renames), then records `now` as its confirmation time.
+fn write_last_known_good(
+    lkg_dir: &Path,
+    files: &BundleFiles,
+    now: SystemTime,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(lkg_dir)?;
+    let new = lkg_dir.join(LKG_BUNDLE_NEW);
+    let live = lkg_dir.join(LKG_BUNDLE);
+    let old = lkg_dir.join(LKG_BUNDLE_OLD);
+    if new.exists() {
+        std::fs::remove_dir_all(&new)?;
+    }
+    std::fs::create_dir_all(&new)?;
+    for (name, bytes) in files {
+        std::fs::write(new.join(name), bytes)?;
+    }
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if live.exists() {
+        std::fs::rename(&live, &old)?;
+    }
+    std::fs::rename(&new, &live)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    write_verified_at(lkg_dir, now);
+    Ok(())
+}
+
+fn write_verified_at(lkg_dir: &Path, now: SystemTime) {
+    let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let tmp = lkg_dir.join(".verified-at.tmp");
+    let res = std::fs::create_dir_all(lkg_dir)
+        .and_then(|()| std::fs::write(&tmp, format!("{secs}\n")))
+        .and_then(|()| std::fs::rename(&tmp, lkg_dir.join(LKG_VERIFIED_AT)));
+    if let Err(error) = res {
+        tracing::warn!(%error, "cannot record the confirmation time of the last-known-good copy");
+    }
+}
+
+/// SHA-256 over the bundle files (names and contents, length-prefixed).
+fn files_hash(files: &BundleFiles) -> [u8; 32] {
     let mut hash = Sha256::new();
     for (name, bytes) in files {
         hash.update((name.len() as u64).to_be_bytes());
@@ -384,6 +403,14 @@ fn fingerprint(files: &BundleFiles, trust: &[u8]) -> [u8; 32] {
         hash.update((bytes.len() as u64).to_be_bytes());
         hash.update(bytes);
     }
+    hash.finalize().into()
+}
+
+/// What decides "unchanged": the files' hash and the trust anchors (a new trust file must be
+/// re-verified even when the bundle is the same). Hashes the large files only once.
+fn fingerprint(files_hash: &[u8; 32], trust: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(files_hash);
     hash.update((trust.len() as u64).to_be_bytes());
     hash.update(trust);
     hash.finalize().into()

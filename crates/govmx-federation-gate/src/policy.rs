@@ -10,7 +10,8 @@
 //! server. Decisions come from `PolicySet::may_federate`; the gate adds two rules of its own:
 //! `gate.origin.invalid` (not a server name) and `gate.origin.self` (a peer claiming to be us).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -93,25 +94,35 @@ pub struct PinnedKey {
     pub key: VerifyingKey,
 }
 
-/// One listed server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerEntry {
+/// One listed server, as the gate sees it: a view into the verified list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerEntry<'a> {
     /// The Matrix server name.
-    pub server_name: String,
+    pub server_name: &'a str,
     /// The peer class (`agency`, `citizen`, `infrastructure`), used as a metrics label.
-    pub class: String,
-    /// Federation signing keys pinned in the list.
-    pub signing_keys: Vec<PinnedKey>,
+    pub class: &'static str,
+    /// Federation signing keys pinned in the list (decoded on first use).
+    pub signing_keys: &'a [PinnedKey],
     /// Hosts (`host` or `host:port`) that federation traffic for this server goes to.
-    pub delegated_hosts: Vec<String>,
+    pub delegated_hosts: &'a [String],
 }
 
 /// A verified policy set, seen from our own server.
+///
+/// Built for fast reloads of large lists: server lookups go through the policy set's own
+/// name index; the gate adds only what it needs beyond it, and nothing per server up front.
 #[derive(Debug)]
 pub struct PolicyList {
     set: PolicySet,
     version: u64,
-    servers: BTreeMap<String, ServerEntry>,
+    /// Pinned keys of member `i`, decoded (base64, Ed25519 point) on the first request that
+    /// needs them.
+    pinned: Vec<OnceLock<Vec<PinnedKey>>>,
+    /// `(lower-case host, port)` of every delegated host → member index.
+    delegated: HashMap<(String, u16), usize>,
+    /// Lower-case name → member index, only for names written with upper-case letters
+    /// (host names compare case-insensitively on the CONNECT path).
+    mixed_case: HashMap<String, usize>,
 }
 
 /// The files of a bundle directory: file name to content.
@@ -190,32 +201,29 @@ pub fn verify_bundle(
         return Err(PolicyError::Documents(join(&errors)));
     }
     let set = PolicySet::new(docs, own).map_err(|errors| PolicyError::Documents(join(&errors)))?;
-    let mut servers = BTreeMap::new();
-    for member in &set.federation().servers {
-        let name = member.server_name.as_server_name().to_string();
-        let signing_keys = member
-            .signing_keys
-            .iter()
-            .filter_map(|(key_id, key)| {
-                let bytes: [u8; 32] = STANDARD_NO_PAD.decode(key).ok()?.try_into().ok()?;
-                Some(PinnedKey {
-                    key_id: key_id.clone(),
-                    key: VerifyingKey::from_bytes(&bytes).ok()?,
-                })
-            })
-            .collect();
-        let entry = ServerEntry {
-            server_name: name.clone(),
-            class: member.class.as_str().to_owned(),
-            signing_keys,
-            delegated_hosts: member.delegated_hosts.clone(),
-        };
-        servers.insert(name, entry);
+    let servers = &set.federation().servers;
+    let mut delegated = HashMap::new();
+    let mut mixed_case = HashMap::new();
+    for (index, member) in servers.iter().enumerate() {
+        for host in &member.delegated_hosts {
+            let (host, port) = split_host_port(host);
+            delegated
+                .entry((host, port.unwrap_or(8448)))
+                .or_insert(index);
+        }
+        let name = member.server_name.as_server_name().as_str();
+        if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            mixed_case.insert(name.to_ascii_lowercase(), index);
+        }
     }
     Ok(PolicyList {
+        pinned: std::iter::repeat_with(OnceLock::new)
+            .take(servers.len())
+            .collect(),
         set,
         version: verified.bundle_version,
-        servers,
+        delegated,
+        mixed_case,
     })
 }
 
@@ -242,15 +250,40 @@ impl PolicyList {
             + Duration::from_nanos(u64::from(expires.nanosecond()))
     }
 
-    /// The entry for a server name.
-    pub fn server(&self, server_name: &str) -> Option<&ServerEntry> {
-        self.servers.get(server_name)
+    /// The entry for a server name (exact).
+    pub fn server(&self, server_name: &str) -> Option<ServerEntry<'_>> {
+        let (index, _) = self.set.member(server_name)?;
+        Some(self.entry(index))
+    }
+
+    fn entry(&self, index: usize) -> ServerEntry<'_> {
+        let member = &self.set.federation().servers[index];
+        let signing_keys = self.pinned[index].get_or_init(|| {
+            member
+                .signing_keys
+                .iter()
+                .filter_map(|(key_id, key)| {
+                    let bytes: [u8; 32] = STANDARD_NO_PAD.decode(key).ok()?.try_into().ok()?;
+                    Some(PinnedKey {
+                        key_id: key_id.clone(),
+                        key: VerifyingKey::from_bytes(&bytes).ok()?,
+                    })
+                })
+                .collect()
+        });
+        ServerEntry {
+            server_name: member.server_name.as_server_name().as_str(),
+            class: member.class.as_str(),
+            signing_keys,
+            delegated_hosts: &member.delegated_hosts,
+        }
     }
 
     /// The peer class label for metrics: the listed class or `unlisted`.
-    pub fn class_of(&self, server_name: &str) -> String {
-        self.server(server_name)
-            .map_or_else(|| "unlisted".to_owned(), |s| s.class.clone())
+    pub fn class_of(&self, server_name: &str) -> &'static str {
+        self.set
+            .member(server_name)
+            .map_or("unlisted", |(_, member)| member.class.as_str())
     }
 
     /// The listed server a CONNECT target `host:port` belongs to, if any.
@@ -258,20 +291,23 @@ impl PolicyList {
     /// A target matches a server name (`host[:port]`, default port 8448), the host of a server
     /// name without port on 443 (where Synapse fetches `/.well-known/matrix/server`), or a
     /// delegated host (`host[:port]`, default port 8448). Hosts compare case-insensitively.
-    pub fn connect_target(&self, host: &str, port: u16) -> Option<&ServerEntry> {
+    /// Hash lookups only, whatever the size of the list.
+    pub fn connect_target(&self, host: &str, port: u16) -> Option<ServerEntry<'_>> {
         let host = host.to_ascii_lowercase();
-        self.servers.values().find(|server| {
-            let (name_host, name_port) = split_host_port(&server.server_name);
-            if name_host == host
-                && (port == name_port.unwrap_or(8448) || (name_port.is_none() && port == 443))
-            {
-                return true;
-            }
-            server.delegated_hosts.iter().any(|delegated| {
-                let (d_host, d_port) = split_host_port(delegated);
-                d_host == host && port == d_port.unwrap_or(8448)
+        let lookup = |name: &str| {
+            self.set
+                .member(name)
+                .map(|(index, _)| index)
+                .or_else(|| self.mixed_case.get(name).copied())
+        };
+        let index = lookup(&format!("{host}:{port}"))
+            .or_else(|| {
+                (port == 8448 || port == 443)
+                    .then(|| lookup(&host))
+                    .flatten()
             })
-        })
+            .or_else(|| self.delegated.get(&(host, port)).copied())?;
+        Some(self.entry(index))
     }
 
     /// May `origin` send federation traffic to us (inbound requests, and authors of relayed
@@ -577,6 +613,7 @@ mod tests {
             TestServer::new("a.example"),
             b_server,
             TestServer::new("127.0.0.3:8448"),
+            TestServer::new("Mixed.Example"),
         ];
 
         write_bundle(&bundle, 7, &servers, &[&a, &b]).unwrap();
@@ -613,7 +650,7 @@ mod tests {
 
         let target = |host: &str, port| {
             list.connect_target(host, port)
-                .map(|s| s.server_name.clone())
+                .map(|s| s.server_name.to_owned())
         };
         assert_eq!(target("b.example", 8448).as_deref(), Some("b.example"));
         assert_eq!(
@@ -627,6 +664,12 @@ mod tests {
             "delegated host"
         );
         assert_eq!(target("fed.b.example", 8448), None);
+        assert_eq!(
+            target("mixed.EXAMPLE", 8448).as_deref(),
+            Some("Mixed.Example"),
+            "host names compare case-insensitively"
+        );
+        assert_eq!(target("mixed.example", 8449), None);
         assert_eq!(target("127.0.0.3", 8448).as_deref(), Some("127.0.0.3:8448"));
         assert_eq!(
             target("127.0.0.3", 443),

@@ -117,7 +117,11 @@ pub struct FederationMember {
     /// What kind of server this is.
     pub class: ServerClass,
     /// Pinned federation signing keys: key id (`ed25519:abc`) → unpadded base64 public key.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "crate::units::unique_string_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub signing_keys: BTreeMap<String, String>,
     /// The `host:port` endpoints that actually serve federation for this server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use ruma_common::{OwnedServerName, ServerName, UserId};
 use time::OffsetDateTime;
@@ -175,8 +176,11 @@ pub struct PolicySet {
 #[derive(Debug, Clone)]
 struct Member {
     class: ServerClass,
-    rule: String,
-    reason: String,
+    /// Index into `federation.servers`.
+    index: usize,
+    /// `member:<name>` and the allow reason, formatted on the first decision for this server:
+    /// a reload of a 100,000-server list must not format 200,000 strings up front.
+    texts: OnceLock<(Box<str>, Box<str>)>,
 }
 
 impl PolicySet {
@@ -246,18 +250,12 @@ impl PolicySet {
         let members = federation
             .servers
             .iter()
-            .map(|server| {
+            .enumerate()
+            .map(|(index, server)| {
                 let member = Member {
                     class: server.class,
-                    rule: format!("member:{}", server.server_name),
-                    reason: format!(
-                        "{} ({}, class {}) is on federation list {:?} version {}",
-                        server.server_name,
-                        server.organisation.display_name,
-                        server.class,
-                        federation.metadata.name,
-                        federation.metadata.version
-                    ),
+                    index,
+                    texts: OnceLock::new(),
                 };
                 (server.server_name.0.as_str().into(), member)
             })
@@ -339,6 +337,13 @@ impl PolicySet {
         }
     }
 
+    /// The member of the federation list named exactly `server_name`, with its index in
+    /// `federation().servers`. A hash lookup.
+    pub fn member(&self, server_name: &str) -> Option<(usize, &FederationMember)> {
+        let member = self.members.get(server_name)?;
+        Some((member.index, &self.federation.servers[member.index]))
+    }
+
     /// Our own server name.
     pub fn own_server(&self) -> &ServerName {
         &self.own_server
@@ -412,7 +417,25 @@ impl PolicySet {
             );
         }
         match self.members.get(origin.as_str()) {
-            Some(member) => Decision::allow(member.rule.as_str(), member.reason.as_str()),
+            Some(member) => {
+                let (rule, reason) = member.texts.get_or_init(|| {
+                    let server = &self.federation.servers[member.index];
+                    let list = &self.federation.metadata;
+                    (
+                        format!("member:{}", server.server_name).into(),
+                        format!(
+                            "{} ({}, class {}) is on federation list {:?} version {}",
+                            server.server_name,
+                            server.organisation.display_name,
+                            server.class,
+                            list.name,
+                            list.version
+                        )
+                        .into(),
+                    )
+                });
+                Decision::allow(&**rule, &**reason)
+            }
             None => Decision::deny(
                 "origin-not-listed",
                 format!("origin {origin} is not on the federation list"),

@@ -693,3 +693,83 @@ fn large_federation_list() {
             .is_allowed()
     );
 }
+
+/// The YAML text of a document rewritten in JSON syntax (which is also YAML).
+fn to_json(yaml: &str) -> String {
+    let value: serde_json::Value = serde_norway::from_str(yaml).unwrap();
+    serde_json::to_string_pretty(&value).unwrap()
+}
+
+#[test]
+fn json_syntax_parses_to_the_same_documents() {
+    for (file, text) in [
+        ("federation.yaml", FEDERATION),
+        ("contact-rules.yaml", CONTACT),
+        ("media-rules.yaml", MEDIA),
+        ("agencies.yaml", AGENCIES),
+        ("trust.yaml", TRUST),
+    ] {
+        let json = to_json(text);
+        assert!(json.starts_with('{'));
+        assert_eq!(
+            parse(file, &json).document,
+            parse(file, text).document,
+            "{file}"
+        );
+        // The same JSON behind a comment line takes the YAML path: the same document again.
+        let commented = format!("# {file}\n{json}");
+        assert_eq!(parse(file, &commented).document, parse(file, text).document);
+    }
+}
+
+#[test]
+fn json_syntax_errors_are_the_yaml_paths_errors() {
+    let json = to_json(FEDERATION);
+    // Each mutation makes serde_json refuse the text; the error must be what the YAML path
+    // reports for the same text behind a comment line (one line further down).
+    let cases = [
+        json.replacen("\"serverName\"", "\"servername\"", 1),
+        json.replacen("\"class\": \"agency\"", "\"class\": \"ministry\"", 1),
+        json.replacen("\"version\": ", "\"version\": -", 1),
+        json.replacen(
+            "\"kind\": \"FederationList\"",
+            "\"kind\": \"Federation\"",
+            1,
+        ),
+        json.replacen('{', "{\"kind\": \"FederationList\", ", 1),
+        json.replacen("\"maxAge\": \"", "\"maxAge\": \"x", 1),
+        format!("{json} trailing"),
+        json[..json.len() / 2].to_owned(),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let direct = parse_document("t.yaml", case.as_bytes(), Some(NOW))
+            .expect_err(&format!("case {i} must fail"));
+        let via_yaml = parse_document("t.yaml", format!("#\n{case}").as_bytes(), Some(NOW))
+            .expect_err(&format!("case {i} must fail behind a comment"));
+        let shift = |errors: &[crate::PolicyError]| {
+            errors
+                .iter()
+                .map(|e| (e.line, e.column, e.rule))
+                .collect::<Vec<_>>()
+        };
+        let shifted: Vec<_> = shift(&via_yaml)
+            .into_iter()
+            .map(|(line, column, rule)| (line - 1, column, rule))
+            .collect();
+        assert_eq!(shift(&direct), shifted, "case {i}: {direct:?}");
+    }
+}
+
+#[test]
+fn duplicate_signing_keys_are_refused_in_both_syntaxes() {
+    let yaml = fed(
+        "  - serverName: a.de\n    organisation: {id: a, displayName: A}\n    class: agency\n    signingKeys:\n      ed25519:k: AAAA\n      ed25519:k: BBBB\n",
+    );
+    let errors = parse_document("t.yaml", yaml.as_bytes(), Some(NOW)).unwrap_err();
+    assert_eq!(errors[0].rule, "duplicate-key", "{errors:?}");
+    // serde_json alone would keep the last value: the map's own deserialiser refuses it.
+    let json = to_json(&yaml.replace("ed25519:k: BBBB", "ed25519:j: BBBB"))
+        .replace("ed25519:j", "ed25519:k");
+    let errors = parse_document("t.yaml", json.as_bytes(), Some(NOW)).unwrap_err();
+    assert_eq!(errors[0].rule, "duplicate-key", "{errors:?}");
+}
