@@ -12,7 +12,7 @@
 //! logic is unit-tested in `govmx-exporter` (`synapse::tests`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use govmx_e2e::media::{Scanner, http, tiny_png, upload};
@@ -175,6 +175,14 @@ async fn exporter_reports_the_network_and_survives_a_synapse_outage() -> anyhow:
     .await?;
     assert_eq!(eicar.status, 403, "{}", eicar.body);
 
+    // CA: one more server certificate from the network's agency CA, then revoked.
+    let run_ca = net.stack.ca();
+    let (_, retired_serial) =
+        run_ca.issue_server_cert_with_serial("127.0.0.99".parse()?, &net.dir().join("retired"))?;
+    run_ca.revoke(&retired_serial)?;
+    let issued_tls = std::fs::read_dir(run_ca.issued_dir().join("homeserver-tls"))?.count() as f64;
+    assert!(issued_tls >= 3.0, "two homeservers and the retired server");
+
     // The exporter, in-process, against all four targets.
     let dir = net.dir().join("exporter");
     std::fs::create_dir_all(&dir)?;
@@ -185,11 +193,12 @@ async fn exporter_reports_the_network_and_survives_a_synapse_outage() -> anyhow:
         "admin_listen: 127.0.0.1:0\ninterval: 2s\n\
          synapse:\n  url: {}\n  access_token_file: {}\n  timeout: 2s\n\
          clamd:\n  address: {clamd_addr}\n  timeout: 2s\n\
-         ca:\n  certs_dir: {}\n  timeout: 2s\n\
+         ca:\n  certs_dir: {}\n  crl: {}\n  timeout: 2s\n\
          policy:\n  bundle_dir: {}\n  trust: {}\n  timeout: 2s\n",
         agency.client_url(),
         token_file.display(),
-        agency.data_dir().join("tls").display(),
+        run_ca.issued_dir().display(),
+        run_ca.crl_path().display(),
         policy.bundle_dir().display(),
         policy.trust_path().display(),
     );
@@ -281,14 +290,36 @@ async fn exporter_reports_the_network_and_survives_a_synapse_outage() -> anyhow:
         metric(&text, "govmx_clamd_signature_db_known", &[]),
         Some(if db_version.is_some() { 1.0 } else { 0.0 })
     );
-    // CA: the run CA's certificate of the agency server (serverAuth → homeserver-tls).
+    // CA: every homeserver's certificate valid, the retired one revoked and on the CRL.
     assert_eq!(
         metric(
             &text,
             "govmx_ca_certificates",
             &[("profile", "homeserver-tls"), ("state", "valid")]
         ),
+        Some(issued_tls - 1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "govmx_ca_certificates",
+            &[("profile", "homeserver-tls"), ("state", "revoked")]
+        ),
         Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "govmx_ca_crl_revoked_certificates", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "govmx_ca_crl_next_update_timestamp_seconds", &[]).is_some_and(|t| t
+            > SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()),
         "{text}"
     );
     // Policy: the run's signed list, two signers.

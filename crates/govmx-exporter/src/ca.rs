@@ -226,6 +226,11 @@ pub fn collect(
                 continue;
             };
             certs += 1;
+            // A chain file (leaf, then the intermediate that issued it) counts its leaf only:
+            // CA certificates are not issued certificates of a profile.
+            if cert.is_ca() {
+                continue;
+            }
             let profile = dir_profile.unwrap_or_else(|| profile_of(&cert));
             let entry = facts.profiles.entry(profile).or_default();
             let not_after = cert.validity().not_after.timestamp();

@@ -99,11 +99,29 @@ impl RunCa {
     /// Issued afresh on every start (milliseconds), so a changed address or CA never leaves
     /// a stale certificate behind.
     pub fn issue_server_cert(&self, ip: IpAddr, out_dir: &Path) -> Result<ServerCert> {
+        self.issue_server_cert_with_serial(ip, out_dir)
+            .map(|(server, _)| server)
+    }
+
+    /// [`RunCa::issue_server_cert`], also returning the certificate's serial (lower-case hex),
+    /// e.g. for [`RunCa::revoke`].
+    pub fn issue_server_cert_with_serial(
+        &self,
+        ip: IpAddr,
+        out_dir: &Path,
+    ) -> Result<(ServerCert, String)> {
         create_dir(out_dir)?;
-        let (chain_pem, key_pem) = self
+        let now = OffsetDateTime::now_utc();
+        let issued = self
             .ca
-            .issue_homeserver_tls(&[SanHost::Ip(ip)], OffsetDateTime::now_utc())
+            .ca()
+            .issue_homeserver_tls(&[SanHost::Ip(ip)], now)
             .map_err(|e| ca_error(self.dir(), &e))?;
+        self.ca
+            .record_issued(&issued.issued, now)
+            .map_err(|e| ca_error(self.dir(), &e))?;
+        let chain_pem = self.ca.ca().chain_pem(&issued.issued);
+        let key_pem = issued.key_pem;
         let server = ServerCert {
             cert_path: out_dir.join("cert.pem"),
             key_path: out_dir.join("key.pem"),
@@ -111,14 +129,27 @@ impl RunCa {
         write_file(&server.key_path, key_pem.as_bytes(), 0o600)?;
         write_file(&server.cert_path, chain_pem.as_bytes(), 0o644)?;
         // The exporter's view of what this CA issued: `issued/<profile>/<name>.pem`.
-        let issued = self.issued_dir().join("homeserver-tls");
-        create_dir(&issued)?;
+        let copies = self.issued_dir().join("homeserver-tls");
+        create_dir(&copies)?;
         write_file(
-            &issued.join(format!("{ip}.pem")),
+            &copies.join(format!("{ip}.pem")),
             chain_pem.as_bytes(),
             0o644,
         )?;
-        Ok(server)
+        Ok((server, issued.issued.serial))
+    }
+
+    /// Revokes the certificate with `serial` (cessation of operation) and re-signs the CRL at
+    /// [`RunCa::crl_path`]; the issuance log records it.
+    pub fn revoke(&self, serial: &str) -> Result<()> {
+        self.ca
+            .revoke(
+                serial,
+                govmx_agency_ca::ca::RevocationReason::CessationOfOperation,
+                OffsetDateTime::now_utc(),
+            )
+            .map(drop)
+            .map_err(|e| ca_error(self.dir(), &e))
     }
 }
 

@@ -50,7 +50,9 @@ pub fn write_ca(dir: &Path) -> (PathBuf, PathBuf) {
         let cert = params
             .signed_by(&KeyPair::generate().unwrap(), &root)
             .unwrap();
-        std::fs::write(certs.join(name), cert.pem()).unwrap();
+        // Files hold chains, as the CA hands them out: the leaf, then the issuer (which must
+        // not count as an issued certificate).
+        std::fs::write(certs.join(name), cert.pem() + &root.pem()).unwrap();
     };
     use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
     issue("homeserver-tls/hs.pem", 1, 40, vec![], None);
