@@ -41,6 +41,10 @@ pub struct Config {
     /// How long in-flight requests may run after SIGTERM.
     #[serde(default = "default_drain")]
     pub drain_timeout: DurationSpec,
+    /// OpenTelemetry traces over OTLP/HTTP; absent means no traces (see
+    /// [`govmx_service::TracingConfig`]).
+    #[serde(default)]
+    pub tracing: Option<govmx_service::TracingConfig>,
 }
 
 /// TLS of the API: either files, or a certificate the CA issues itself at start-up.
@@ -167,9 +171,17 @@ fn default_max_request_bytes() -> usize {
     64 * 1024
 }
 
+impl govmx_service::ServiceConfig for Config {
+    const SERVICE_NAME: &'static str = "govmx-agency-ca";
+
+    fn tracing(&self) -> Option<&govmx_service::TracingConfig> {
+        self.tracing.as_ref()
+    }
+}
+
 impl govmx_service::Validate for Config {
     fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = govmx_service::telemetry::tracing_problems(self.tracing.as_ref());
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             problems.push("listen and admin_listen must differ".to_owned());
         }
@@ -257,7 +269,7 @@ mod tests {
         );
         check(
             &format!("{BASE}tls: {{self_issued_hosts: [127.0.0.1]}}\nlifetime: 3d\n"),
-            "ca.yaml:6:1: unknown field `lifetime`, expected one of `listen`, `admin_listen`, `ca_dir`, `agencies`, `tls`, `lifetimes`, `crl`, `max_request_bytes`, `drain_timeout`",
+            "ca.yaml:6:1: unknown field `lifetime`, expected one of `listen`, `admin_listen`, `ca_dir`, `agencies`, `tls`, `lifetimes`, `crl`, `max_request_bytes`, `drain_timeout`, `tracing`",
         );
         check(
             &format!("{BASE}tls: {{}}\n"),
@@ -272,6 +284,18 @@ mod tests {
                 "{BASE}tls: {{self_issued_hosts: ['*.x.de']}}\ncrl: {{validity: 1d, refresh_before: 2d}}\n"
             ),
             "ca.yaml: invalid config: tls.self_issued_hosts: \"*.x.de\" is neither an IP address nor a DNS name; crl.refresh_before must be shorter than crl.validity",
+        );
+        check(
+            &format!(
+                "{BASE}tls: {{self_issued_hosts: [127.0.0.1]}}\ntracing: {{otlp_endpoint: \"http://otel:4318\"}}\n"
+            ),
+            "ok 127.0.0.1:8450",
+        );
+        check(
+            &format!(
+                "{BASE}tls: {{self_issued_hosts: [127.0.0.1]}}\ntracing: {{otlp_endpoint: \"ftp://otel\"}}\n"
+            ),
+            "ca.yaml: invalid config: tracing.otlp_endpoint: \"ftp://otel\" must be an http:// or https:// URL such as http://otel-collector:4318",
         );
     }
 }

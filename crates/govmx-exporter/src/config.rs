@@ -33,6 +33,10 @@ pub struct Config {
     /// The signed policy bundle (version, age, signers), verified against pinned trust anchors.
     #[serde(default)]
     pub policy: Option<PolicyConfig>,
+    /// OpenTelemetry traces over OTLP/HTTP; absent means no traces (see
+    /// [`govmx_service::TracingConfig`]).
+    #[serde(default)]
+    pub tracing: Option<govmx_service::TracingConfig>,
 }
 
 /// Synapse admin API settings.
@@ -170,9 +174,17 @@ fn is_host_port(address: &str) -> bool {
         .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
+impl govmx_service::ServiceConfig for Config {
+    const SERVICE_NAME: &'static str = "govmx-exporter";
+
+    fn tracing(&self) -> Option<&govmx_service::TracingConfig> {
+        self.tracing.as_ref()
+    }
+}
+
 impl govmx_service::Validate for Config {
     fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = govmx_service::telemetry::tracing_problems(self.tracing.as_ref());
         let mut check = |ok: bool, msg: &str| {
             if !ok {
                 problems.push(msg.to_owned());
@@ -312,6 +324,16 @@ mod tests {
         );
         let err = parse(&format!("{base}  timeout: 5 s\n")).unwrap_err();
         assert!(err.contains("invalid duration"), "{err}");
+        let traced = parse(&format!(
+            "{base}tracing:\n  otlp_endpoint: http://otel:4318\n  service_name: exp\n"
+        ))
+        .unwrap();
+        assert_eq!(traced.tracing.unwrap().service_name.as_deref(), Some("exp"));
+        let err = parse(&format!("{base}tracing:\n  otlp_endpoint: otel\n")).unwrap_err();
+        assert!(
+            err.contains("tracing.otlp_endpoint: \"otel\" must be an http:// or https:// URL"),
+            "{err}"
+        );
         let err = parse("admin_listen: 127.0.0.1:9120\n").unwrap_err();
         assert!(err.contains("configure at least one target"), "{err}");
         let err = parse(

@@ -5,6 +5,7 @@
 //! Run with `cargo bench -p govmx-federation-gate --bench reload`; the issue-3 goal is < 100 ms.
 //! The list is written in JSON syntax (which is YAML; `govmx-policy` reads it with serde_json)
 //! and, for comparison, in YAML block syntax.
+#![allow(clippy::print_stdout)] // a benchmark prints its report
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};

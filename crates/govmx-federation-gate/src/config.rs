@@ -32,6 +32,10 @@ pub struct Config {
     pub shadow: bool,
     /// Append-only JSON-lines audit log of every denial.
     pub audit_log: PathBuf,
+    /// OpenTelemetry traces over OTLP/HTTP; absent means no traces (see
+    /// [`govmx_service::TracingConfig`]).
+    #[serde(default)]
+    pub tracing: Option<govmx_service::TracingConfig>,
 }
 
 /// The TLS edge in front of Synapse's federation listener.
@@ -207,9 +211,17 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_str(V)
 }
 
+impl govmx_service::ServiceConfig for Config {
+    const SERVICE_NAME: &'static str = "govmx-federation-gate";
+
+    fn tracing(&self) -> Option<&govmx_service::TracingConfig> {
+        self.tracing.as_ref()
+    }
+}
+
 impl govmx_service::Validate for Config {
     fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = govmx_service::telemetry::tracing_problems(self.tracing.as_ref());
         if <&ruma_common::ServerName>::try_from(self.server_name.as_str()).is_err() {
             problems.push(format!(
                 "server_name {:?} is not a valid Matrix server name",

@@ -33,6 +33,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
+use tracing::Instrument as _;
 
 use crate::audit::{AuditEntry, rfc3339};
 use crate::config::RelayedEvents;
@@ -121,7 +122,7 @@ impl Ctx<'_> {
         };
         self.shared
             .metrics
-            .decision("inbound", false, denial.rule, &class, enforced);
+            .decision("inbound", false, denial.rule, class, enforced);
         self.shared.audit.record(&AuditEntry {
             time: rfc3339(SystemTime::now()),
             surface: "inbound",
@@ -158,7 +159,17 @@ impl Ctx<'_> {
 /// Handles one inbound request from `peer`.
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response {
     let started = Instant::now();
-    let response = handle_inner(&shared, req, peer).await;
+    // With traces on: one server span per request, continuing an incoming `traceparent`.
+    let span = govmx_service::telemetry::request_span(
+        shared.config.tracing.is_some(),
+        req.method(),
+        req.uri().path(),
+        req.headers(),
+    );
+    let response = handle_inner(&shared, req, peer)
+        .instrument(span.clone())
+        .await;
+    govmx_service::telemetry::record_status(&span, response.status());
     shared
         .metrics
         .request_duration
@@ -260,7 +271,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: SocketAddr)
                     let class = current.list.class_of(origin);
                     shared
                         .metrics
-                        .decision("inbound", true, &decision.rule, &class, true);
+                        .decision("inbound", true, &decision.rule, class, true);
                 } else if let Some(response) = {
                     if current.list.server(origin).is_none() {
                         shared.refetch_on_miss();
@@ -517,7 +528,7 @@ async fn check_signature<'a>(
                     ),
                 ));
             };
-            let endpoint = key_endpoint(&header.origin, &entry.delegated_hosts);
+            let endpoint = key_endpoint(&header.origin, entry.delegated_hosts);
             match fetcher
                 .key(&header.origin, &endpoint, &header.key, now)
                 .await
@@ -599,6 +610,8 @@ where
     parts
         .headers
         .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    // Synapse continues our span's trace (traces off: the client's headers pass unchanged).
+    govmx_service::telemetry::inject_trace_context(&mut parts.headers);
     if removed.is_some() {
         // The body was buffered (and maybe rewritten): hyper sets the right length.
         parts.headers.remove(header::CONTENT_LENGTH);

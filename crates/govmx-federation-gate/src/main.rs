@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C), 64 for a bad configuration (nothing
 //! was bound), 2 for any other failure. SIGHUP re-checks the policy bundle and reopens the audit
-//! log. Logging: `GOVMX_LOG` (an `EnvFilter`), `--log-format plain|json`.
+//! log. Logging: `GOVMX_LOG` (an `EnvFilter`), `--log-format plain|json`; traces over OTLP/HTTP
+//! when the config has a `tracing:` section.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use govmx_federation_gate::Config;
-use govmx_service::{LogFormat, Shutdown};
+use govmx_service::{LogFormat, ServiceConfig, Shutdown, Telemetry};
 
 /// The govmx federation gate: TLS edge and CONNECT proxy enforcing the signed federation list.
 #[derive(Debug, Parser)]
@@ -42,14 +43,28 @@ fn main() -> ExitCode {
     if args.check {
         return ExitCode::SUCCESS;
     }
-    if let Err(error) = govmx_service::init_tracing("GOVMX_LOG", "info", args.log_format) {
-        #[allow(clippy::print_stderr)]
-        {
-            eprintln!("error: {error}");
+    let telemetry = Telemetry::from_config(
+        config.tracing.as_ref(),
+        <Config as ServiceConfig>::SERVICE_NAME,
+    )
+    .and_then(|telemetry| {
+        govmx_service::init_telemetry("GOVMX_LOG", "info", args.log_format, &telemetry)?;
+        Ok(telemetry)
+    });
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::from(2);
         }
-        return ExitCode::from(2);
-    }
-    match run(config) {
+    };
+    let result = run(config);
+    // After the runtime is gone: flush the traces still queued (bounded).
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

@@ -177,13 +177,13 @@ pub async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream, peer: 
                 }
             }
             Some(server) => {
-                let decision = current.list.outbound_decision(&server.server_name, now);
+                let decision = current.list.outbound_decision(server.server_name, now);
                 if decision.allowed() {
                     shared
                         .metrics
-                        .decision("connect", true, &decision.rule, &server.class, true);
+                        .decision("connect", true, &decision.rule, server.class, true);
                 } else {
-                    deny(&decision.rule, &decision.reason, &server.class);
+                    deny(&decision.rule, &decision.reason, server.class);
                     if enforced {
                         respond(&mut client, "403 Forbidden", &decision.reason).await;
                         return;

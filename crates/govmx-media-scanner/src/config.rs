@@ -59,6 +59,10 @@ pub struct Config {
     /// matrix-content-scanner compatible API under `/_matrix/media_proxy/unstable/`.
     #[serde(default)]
     pub mcs: McsConfig,
+    /// OpenTelemetry traces over OTLP/HTTP; absent means no traces (see
+    /// [`govmx_service::TracingConfig`]).
+    #[serde(default)]
+    pub tracing: Option<govmx_service::TracingConfig>,
 }
 
 /// Caps that keep a burst of uploads or downloads from exhausting clamd, memory or disk.
@@ -318,9 +322,17 @@ impl Config {
     }
 }
 
+impl govmx_service::ServiceConfig for Config {
+    const SERVICE_NAME: &'static str = "govmx-media-scanner";
+
+    fn tracing(&self) -> Option<&govmx_service::TracingConfig> {
+        self.tracing.as_ref()
+    }
+}
+
 impl govmx_service::Validate for Config {
     fn validate(&self) -> Vec<String> {
-        let mut problems = Vec::new();
+        let mut problems = govmx_service::telemetry::tracing_problems(self.tracing.as_ref());
         let mut check = |ok: bool, msg: &str| {
             if !ok {
                 problems.push(msg.to_owned());
@@ -571,6 +583,22 @@ mod tests {
             .map_err(|e| e.to_string())
         };
         assert_eq!(parse(""), Ok(()));
+        assert_eq!(
+            parse("tracing: {otlp_endpoint: \"http://otel:4318\", sample_ratio: 0.1}\n"),
+            Ok(())
+        );
+        assert_eq!(
+            parse("tracing: {otlp_endpoint: \"http://otel:4318\", sample_ratio: 2}\n"),
+            Err(
+                "c.yaml: invalid config: tracing.sample_ratio must be between 0.0 and 1.0, got 2"
+                    .into()
+            )
+        );
+        assert!(
+            parse("tracing: {endpoint: \"http://otel:4318\"}\n")
+                .unwrap_err()
+                .contains("unknown field `endpoint`, expected one of `otlp_endpoint`")
+        );
         assert_eq!(
             parse("scaner_unavailable: allow\n")
                 .unwrap_err()

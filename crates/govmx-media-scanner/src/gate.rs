@@ -152,9 +152,18 @@ pub fn router(state: AppState, mcs: Option<Arc<McsState>>) -> Router {
         router = router.route(SCAN_API_PATH, post(scan_api));
     }
     let router = router.fallback(entry).with_state(state.clone());
-    match mcs {
+    let traced = state.0.config.tracing.is_some();
+    let router = match mcs {
         Some(mcs) => router.merge(crate::mcs::router(state, mcs)),
         None => router,
+    };
+    if traced {
+        // One server span per request, continuing an incoming `traceparent`.
+        router.layer(axum::middleware::from_fn(
+            govmx_service::telemetry::trace_requests,
+        ))
+    } else {
+        router
     }
 }
 
@@ -872,6 +881,8 @@ async fn forward(
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         headers.remove(header::EXPECT);
     }
+    // Synapse continues our span's trace (traces off: the client's headers pass unchanged).
+    govmx_service::telemetry::inject_trace_context(&mut headers);
     if let Some(peer) = peer {
         let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
             Some(prev) => format!("{prev}, {}", peer.ip()),

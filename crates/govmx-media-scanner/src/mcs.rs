@@ -900,7 +900,10 @@ async fn fetch(
         let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         url = format!("{url}?{}", pairs.join("&"));
     }
-    let mut req = mcs.http.get(&url);
+    // With traces on, Synapse continues the request's trace.
+    let mut headers = HeaderMap::new();
+    govmx_service::telemetry::inject_trace_context(&mut headers);
+    let mut req = mcs.http.get(&url).headers(headers);
     if let Some(auth) = auth {
         req = req.header(header::AUTHORIZATION, auth);
     }

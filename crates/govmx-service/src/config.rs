@@ -13,6 +13,17 @@ pub trait Validate {
     fn validate(&self) -> Vec<String>;
 }
 
+/// What [`crate::service_main`] needs from a service's config beyond [`Validate`]: its optional
+/// `tracing:` section (validate it in [`Validate`] with
+/// [`crate::telemetry::tracing_problems`]).
+pub trait ServiceConfig: Validate {
+    /// The default `service.name` of its traces (the binary's name).
+    const SERVICE_NAME: &'static str;
+
+    /// The `tracing:` section; `None` means no traces.
+    fn tracing(&self) -> Option<&crate::telemetry::TracingConfig>;
+}
+
 /// Why a config file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -6,6 +6,9 @@
 //! - [`error::MatrixError`]: `{"errcode","error"}` responses; 5xx bodies stay generic and the
 //!   internal cause is logged exactly once, when the response is built;
 //! - [`telemetry::init_tracing`] with [`telemetry::LogFormat`] (`plain` | `json`, `EnvFilter`);
+//!   traces: the optional `tracing:` config section [`telemetry::TracingConfig`] (OTLP/HTTP
+//!   exporter, off when absent), [`telemetry::Telemetry`], [`telemetry::request_span`] /
+//!   [`telemetry::trace_requests`] and [`telemetry::inject_trace_context`] for W3C `traceparent`;
 //! - [`shutdown::Shutdown`] (SIGTERM + Ctrl-C) and [`shutdown::serve`] with a drain timeout;
 //! - [`proxy::strip_hop_by_hop`]: what forwarding services drop before passing a request on;
 //! - [`config::load_validated`]: strict YAML (`deny_unknown_fields` on the caller's types),
@@ -23,10 +26,12 @@ pub mod main_helper;
 pub mod proxy;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use admin::{Readiness, admin_router};
-pub use config::{ConfigError, Validate, load_validated};
+pub use config::{ConfigError, ServiceConfig, Validate, load_validated};
 pub use error::MatrixError;
 pub use main_helper::{EX_USAGE, ServiceArgs, service_main};
 pub use shutdown::{Shutdown, ShutdownTrigger, serve};
-pub use telemetry::{LogBudget, LogFormat, init_tracing};
+pub use telemetry::{LogBudget, LogFormat, Telemetry, TracingConfig, init_telemetry, init_tracing};

@@ -1,6 +1,7 @@
-//! The `main` every service binary shares: initialise tracing, load and validate the config
-//! *before* any port is bound (exit 64 on a bad config), `--check` stops there, else build a
-//! tokio runtime and run the service until it returns.
+//! The `main` every service binary shares: load and validate the config *before* any port is
+//! bound, initialise logging (and traces when the config has a `tracing:` section), exit 64 on a
+//! bad config, `--check` stops there, else build a tokio runtime and run the service until it
+//! returns, then flush the traces still queued.
 
 use std::future::Future;
 use std::path::Path;
@@ -8,7 +9,9 @@ use std::process::ExitCode;
 
 use serde::de::DeserializeOwned;
 
-use crate::{LogFormat, Validate, init_tracing, load_validated};
+use crate::config::ServiceConfig;
+use crate::telemetry::Telemetry;
+use crate::{LogFormat, init_telemetry, load_validated};
 
 /// Exit code for a bad command line or config (`EX_USAGE`).
 pub const EX_USAGE: u8 = 64;
@@ -24,27 +27,44 @@ pub struct ServiceArgs<'a> {
     pub check: bool,
 }
 
-/// Runs a service binary: tracing, config (exit 64 when bad), `--check`, then `serve(config)`
-/// on a multi-threaded tokio runtime. An error from `serve` is logged with its whole chain
-/// (`{:#}`) and exits 1.
+/// Runs a service binary: config (exit 64 when bad), logging and traces, `--check`, then
+/// `serve(config)` on a multi-threaded tokio runtime, then a bounded flush of the traces. An
+/// error from `serve` is logged with its whole chain (`{:#}`) and exits 1.
 pub fn service_main<C, F, Fut, E>(args: ServiceArgs<'_>, serve: F) -> ExitCode
 where
-    C: DeserializeOwned + Validate,
+    C: DeserializeOwned + ServiceConfig,
     F: FnOnce(C) -> Fut,
     Fut: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    if let Err(err) = init_tracing("GOVMX_LOG", "info", args.log_format) {
-        tracing::error!(%err, "cannot initialise logging");
+    let loaded = load_validated::<C>(args.config);
+    // Traces only for a valid config of a service that will run.
+    let telemetry = match &loaded {
+        Ok(config) if !args.check => Telemetry::from_config(config.tracing(), C::SERVICE_NAME),
+        _ => Ok(Telemetry::disabled()),
+    };
+    let (telemetry, telemetry_error) = match telemetry {
+        Ok(telemetry) => (telemetry, None),
+        Err(error) => (Telemetry::disabled(), Some(error)),
+    };
+    if let Err(err) = init_telemetry("GOVMX_LOG", "info", args.log_format, &telemetry) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error: cannot initialise logging: {err}");
+        }
         return ExitCode::from(EX_USAGE);
     }
-    let config: C = match load_validated(args.config) {
+    let config = match loaded {
         Ok(config) => config,
         Err(err) => {
             tracing::error!("{err}");
             return ExitCode::from(EX_USAGE);
         }
     };
+    if let Some(error) = telemetry_error {
+        tracing::error!("{error}");
+        return ExitCode::FAILURE;
+    }
     if args.check {
         tracing::info!(config = %args.config.display(), "config is valid");
         return ExitCode::SUCCESS;
@@ -59,7 +79,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    let result = runtime.block_on(serve(config));
+    drop(runtime);
+    // Outside the runtime: the flush blocks (bounded by the export timeout).
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");

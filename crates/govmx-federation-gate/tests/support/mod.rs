@@ -120,6 +120,8 @@ pub struct Options {
     pub bundle_over_https: bool,
     /// `policy.refetch_on_miss`.
     pub refetch_on_miss: Duration,
+    /// `tracing:` (OpenTelemetry traces).
+    pub tracing: Option<govmx_service::TracingConfig>,
 }
 
 impl Default for Options {
@@ -136,6 +138,7 @@ impl Default for Options {
             key_fetch_ca: None,
             bundle_over_https: false,
             refetch_on_miss: Duration::ZERO,
+            tracing: None,
         }
     }
 }
@@ -242,6 +245,7 @@ impl Harness {
             },
             shadow: options.shadow,
             audit_log: audit_path.clone(),
+            tracing: options.tracing.clone(),
         };
         let problems = govmx_service::Validate::validate(&config);
         assert!(problems.is_empty(), "{problems:?}");
