@@ -591,6 +591,36 @@ impl fmt::Display for MimePattern {
 from_str_serde!(MimePattern);
 string_schema!(MimePattern, "MimePattern", "MIME pattern: type/subtype, type/* or */*", "pattern": "^([a-z0-9!#$&^_.+-]+/([a-z0-9!#$&^_.+-]+|\\*)|\\*/\\*)$");
 
+/// Deserialises a string → string map and refuses a key that occurs twice, whichever syntax the
+/// document is written in (a JSON parser would otherwise keep the last value silently).
+pub(crate) fn unique_string_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = std::collections::BTreeMap<String, String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping of strings to strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = std::collections::BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if out.contains_key(&key) {
+                    return Err(A::Error::custom(format_args!(
+                        "duplicate entry with key {key:?}"
+                    )));
+                }
+                out.insert(key, value);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_map(Visitor)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,34 +775,4 @@ mod tests {
         assert!(ServerNameSpec::parse("bad name").is_err());
         assert!(ServerNameSpec::parse("").is_err());
     }
-}
-
-/// Deserialises a string → string map and refuses a key that occurs twice, whichever syntax the
-/// document is written in (a JSON parser would otherwise keep the last value silently).
-pub(crate) fn unique_string_map<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<std::collections::BTreeMap<String, String>, D::Error> {
-    struct Visitor;
-    impl<'de> serde::de::Visitor<'de> for Visitor {
-        type Value = std::collections::BTreeMap<String, String>;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a mapping of strings to strings")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let mut out = std::collections::BTreeMap::new();
-            while let Some((key, value)) = map.next_entry::<String, String>()? {
-                if out.contains_key(&key) {
-                    return Err(A::Error::custom(format_args!(
-                        "duplicate entry with key {key:?}"
-                    )));
-                }
-                out.insert(key, value);
-            }
-            Ok(out)
-        }
-    }
-    deserializer.deserialize_map(Visitor)
 }
