@@ -17,6 +17,10 @@ use govmx_federation_gate::policy::testing::{TestSigner, signed_files, write_tru
 use govmx_policy::generate::{GeneratedMember, GeneratedMetadata, federation_bundle};
 use prometheus_client::registry::Registry;
 
+/// The allocator the gate binary uses, so the figure is the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SERVERS: usize = 100_000;
 const OWN: &str = "gate.bench.example";
 
@@ -102,23 +106,45 @@ fn main() {
             continue;
         }
         let mut best = Duration::MAX;
+        let mut best_in_use = Duration::MAX;
         let mut bytes = 0;
         for _ in 0..3 {
             bytes = write_signed(&bundle, version, json, &[&alice, &bob]);
-            let started = Instant::now();
-            let outcome = runtime.block_on(store.poll(SystemTime::now()));
-            let elapsed = started.elapsed();
-            assert_eq!(
-                outcome,
-                ReloadOutcome::Loaded { version },
-                "{syntax} reload"
-            );
+            // A second thread looks at the list the way a request does (`ListStore::status`) and
+            // notes when the new version is the one requests get.
+            let (elapsed, in_use) = std::thread::scope(|scope| {
+                let started = Instant::now();
+                let watched = &store;
+                let watcher = scope.spawn(move || {
+                    loop {
+                        let status = watched.status(SystemTime::now());
+                        if status
+                            .fresh()
+                            .is_some_and(|current| current.list.version() == version)
+                        {
+                            return started.elapsed();
+                        }
+                        // Resolution 0.2 ms, and the watcher leaves the cores to the reload.
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                });
+                let outcome = runtime.block_on(store.poll(SystemTime::now()));
+                let elapsed = started.elapsed();
+                assert_eq!(
+                    outcome,
+                    ReloadOutcome::Loaded { version },
+                    "{syntax} reload"
+                );
+                (elapsed, watcher.join().expect("watcher"))
+            });
             best = best.min(elapsed);
+            best_in_use = best_in_use.min(in_use);
             version += 1;
         }
         println!(
-            "reload of a {SERVERS}-server list ({} KiB bundle, {syntax}, 2 signatures): {:.1} ms (best of 3; goal < 100 ms)",
+            "reload of a {SERVERS}-server list ({} KiB bundle, {syntax}, 2 signatures): new list serves requests after {:.1} ms; reload incl. the last-known-good write {:.1} ms (best of 3; goal < 100 ms)",
             bytes / 1024,
+            best_in_use.as_secs_f64() * 1e3,
             best.as_secs_f64() * 1e3
         );
         // Where the time goes (one run each, same files).

@@ -263,10 +263,14 @@ impl ListStore {
             fingerprint,
             files_hash,
         })));
-        // The new list is in use; persisting ~10 MB must not hold up a request-serving thread.
+        // The new list is in use. Freeing the old one (a large list is ~10^6 allocations) and
+        // persisting ~10 MB must not hold up a request-serving thread.
         let lkg_dir = self.lkg_dir.clone();
-        let written =
-            tokio::task::spawn_blocking(move || write_last_known_good(&lkg_dir, &files, now)).await;
+        let written = tokio::task::spawn_blocking(move || {
+            drop(previous);
+            write_last_known_good(&lkg_dir, &files, now)
+        })
+        .await;
         if let Err(error) = written
             .map_err(std::io::Error::other)
             .and_then(|result| result)

@@ -13,6 +13,11 @@ use clap::Parser;
 use govmx_federation_gate::Config;
 use govmx_service::{LogFormat, ServiceConfig, Shutdown, Telemetry};
 
+/// A reload of a 100,000-server list makes and frees ~10^6 small allocations; mimalloc does
+/// that in about half the time of glibc's malloc (`cargo bench --bench reload`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The govmx federation gate: TLS edge and CONNECT proxy enforcing the signed federation list.
 #[derive(Debug, Parser)]
 #[command(name = "govmx-federation-gate", version, about)]
