@@ -15,7 +15,7 @@ use govmx_stack::{ClamdSpec, Gate, Homeserver, HomeserverSpec, Stack, StackSpec}
 use matrix_sdk::config::{RequestConfig, SyncSettings};
 use matrix_sdk::room::MessagesOptions;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
-use matrix_sdk::ruma::{EventId, RoomId};
+use matrix_sdk::ruma::{EventId, OwnedServerName, RoomId, RoomOrAliasId};
 use matrix_sdk::{Client, RoomState};
 
 /// How long any awaited federation effect may take.
@@ -182,6 +182,16 @@ pub async fn user(hs: &Homeserver, localpart: &str) -> anyhow::Result<Client> {
 async fn sync(client: &Client) -> anyhow::Result<()> {
     client
         .sync_once(SyncSettings::default().timeout(Duration::from_millis(500)))
+        .await?;
+    Ok(())
+}
+
+/// `client` joins `room_id` over federation, via the server named `via`.
+pub async fn join_via(client: &Client, room_id: &RoomId, via: &str) -> anyhow::Result<()> {
+    let via: OwnedServerName = via.try_into()?;
+    let room_or_alias: &RoomOrAliasId = room_id.into();
+    client
+        .join_room_by_id_or_alias(room_or_alias, &[via])
         .await?;
     Ok(())
 }

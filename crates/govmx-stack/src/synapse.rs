@@ -415,26 +415,8 @@ impl Homeserver {
         command
             .args(["-m", "synapse.app.homeserver", "-c"])
             .arg(&config_path)
-            .current_dir(data_dir)
-            // Outbound federation trusts federation_custom_ca_list only; keep the
-            // environment's CA bundles from leaking into Python's TLS defaults.
-            .env_remove("REQUESTS_CA_BUNDLE")
-            .env_remove("CURL_CA_BUNDLE")
-            .env_remove("SSL_CERT_FILE")
-            .env_remove("SSL_CERT_DIR");
-        // No proxy from the environment: behind a gate, `https_proxy` in homeserver.yaml names
-        // the gate's CONNECT listener (the file wins over the environment anyway); without a
-        // gate federation goes straight to the peers.
-        for proxy in [
-            "http_proxy",
-            "https_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "all_proxy",
-            "ALL_PROXY",
-        ] {
-            command.env_remove(proxy);
-        }
+            .current_dir(data_dir);
+        isolate_environment(&mut command);
         let process = Supervised::spawn(format!("synapse {}", spec.label), command, &log_path)?;
         Ok(Homeserver {
             spec: spec.clone(),
@@ -681,6 +663,28 @@ fn credentials_from(what: &str, text: &str) -> Result<Credentials> {
             status: 200,
             body: format!("unexpected body: {text}"),
         }),
+    }
+}
+
+/// Clears what Synapse must not take from the caller's environment. Outbound federation trusts
+/// `federation_custom_ca_list` only, so the environment's CA bundles must not leak into Python's
+/// TLS defaults; and no proxy: behind a gate, `https_proxy` in homeserver.yaml names the gate's
+/// CONNECT listener (the file wins over the environment anyway), without a gate federation goes
+/// straight to the peers.
+pub fn isolate_environment(command: &mut Command) {
+    for variable in [
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(variable);
     }
 }
 

