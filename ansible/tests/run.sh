@@ -130,6 +130,14 @@ if [ -d /etc/postgresql/15/main ]; then
     done
 fi
 rm -rf "$WORK"; mkdir -p "$WORK"; chmod 0700 "$WORK"
+# The offline signature directory: the EICAR test signature (md5:size:name), plus a real
+# database when this machine has one.
+mkdir -p "$WORK/clamav"
+python3 -c 'import hashlib; e = rb"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"; print(f"{hashlib.md5(e).hexdigest()}:{len(e)}:Eicar-Test-Signature")' > "$WORK/clamav/govmx-test.hdb"
+for db in /var/lib/clamav/main.cvd /var/lib/clamav/daily.cvd /var/lib/clamav/daily.cld; do
+    if [ -f "$db" ]; then cp "$db" "$WORK/clamav/"; fi
+done
+export GOVMX_CLAMAV_SIGNATURES_DIR=$WORK/clamav
 
 # ---- throw-away secrets (JSON is YAML) -------------------------------------------------------
 log "dev secrets for this run: $WORK/dev-secrets.yml (never commit; real staging uses Ansible Vault)"
