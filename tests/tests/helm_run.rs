@@ -5,8 +5,9 @@
 //! this takes the ConfigMaps of the federation gate, media scanner, exporter, agency CA and
 //! Synapse (homeserver.yaml, log.yaml) and Synapse's `--config-path` arguments, applies the
 //! rewrites listed in [`REWRITES`] — and nothing else — and starts the same programs with them:
-//! gate, scanner, exporter and CA in-process through their own strict loaders (as `govmx up`
-//! does), Synapse 1.163.2 (the chart's image tag) from the pinned venv, clamd from the harness
+//! the service binaries `govmx-federation-gate`, `govmx-media-scanner`, `govmx-exporter` and
+//! `govmx-agency-ca` with `--config <rendered file>` (what the chart's containers run), Synapse
+//! 1.163.2 (the chart's image tag) from the pinned venv, clamd from the harness
 //! (EICAR test signature). Every volumeMount of those containers is materialised below the
 //! release's temp root: rendered ConfigMaps from the render, the Secrets/ConfigMaps the chart
 //! only references from [`external_object`] (with the volume's `defaultMode`), emptyDirs and
@@ -29,7 +30,6 @@ use anyhow::{Context as _, bail, ensure};
 use base64::Engine as _;
 use govmx_e2e::media::{files_below, http, tiny_png, upload};
 use govmx_e2e::{DEADLINE, PASSWORD, exchange_messages, init_tracing, join_via, wait_for_invite};
-use govmx_service::{Shutdown, ShutdownTrigger};
 use govmx_stack::policy::synapse_public_key;
 use govmx_stack::{
     ClamdSpec, ListedServer, Signers, Stack, StackSpec, Supervised, eicar_test_file,
@@ -566,33 +566,56 @@ agencies:\n  - id: amt\n    name: Amt\n    serverNames: [\"{server_name}\"]\n   
     )
 }
 
-/// In-process govmx services; stopped on drop.
-#[derive(Default)]
-struct Services {
-    running: Vec<(
-        ShutdownTrigger,
-        tokio::task::JoinHandle<std::io::Result<()>>,
-    )>,
-    gates: Vec<govmx_federation_gate::RunningGate>,
-}
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        for (trigger, task) in &self.running {
-            trigger.trigger();
-            task.abort();
-        }
-    }
-}
-
-/// Synapse processes; their log tails go to stderr when dropped before the test passed.
-#[derive(Default)]
-struct Synapses {
+/// The processes of both releases: Synapse and the govmx service binaries, started with the
+/// rendered configuration; stopped on drop, their log tails on stderr unless the test passed.
+struct Processes {
+    /// Where `cargo build` put the service binaries.
+    bin_dir: PathBuf,
     procs: Vec<Supervised>,
     passed: bool,
 }
 
-impl Drop for Synapses {
+impl Processes {
+    /// Finds the service binaries next to this test's own executable. `./dev test` builds them
+    /// (`cargo build --workspace --all-targets`) before any test runs; run that first when
+    /// running this test alone. (A nested `cargo build` from inside the test was tried: it
+    /// recompiled the workspace instead of reusing that build, minutes per run.)
+    fn new() -> anyhow::Result<Processes> {
+        // <target>/<profile>/deps/helm_run-<hash> → <target>/<profile>
+        let exe = std::env::current_exe()?;
+        let bin_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .context("target directory of this test")?
+            .to_path_buf();
+        Ok(Processes {
+            bin_dir,
+            procs: Vec::new(),
+            passed: false,
+        })
+    }
+
+    /// Starts `binary --config config` of `rel`, logging to the release's root.
+    fn spawn_service(&mut self, rel: &Release, binary: &str, config: &Path) -> anyhow::Result<()> {
+        let path = self.bin_dir.join(binary);
+        ensure!(
+            path.is_file(),
+            "{} was not built: run `cargo build --workspace --all-targets` first",
+            path.display()
+        );
+        let mut cmd = Command::new(&path);
+        cmd.arg("--config").arg(config).env("GOVMX_LOG", "info");
+        let log = rel.root.join(format!("{binary}.log"));
+        self.procs.push(Supervised::spawn(
+            format!("{binary} {}", rel.name),
+            cmd,
+            &log,
+        )?);
+        Ok(())
+    }
+}
+
+impl Drop for Processes {
     fn drop(&mut self) {
         for p in &mut self.procs {
             if !self.passed {
@@ -615,8 +638,7 @@ async fn start_release(
     rel: &mut Release,
     objects: &OperatorObjects,
     python: &Path,
-    services: &mut Services,
-    synapses: &mut Synapses,
+    processes: &mut Processes,
 ) -> anyhow::Result<()> {
     let name = rel.name;
     let ext = |object: &str| external_object(name, objects, object);
@@ -664,7 +686,7 @@ async fn start_release(
         .args(&args)
         .current_dir(&rel.root);
     govmx_stack::isolate_environment(&mut cmd);
-    synapses.procs.push(Supervised::spawn(
+    processes.procs.push(Supervised::spawn(
         format!("synapse {name}"),
         cmd,
         &rel.root.join("synapse.log"),
@@ -675,28 +697,14 @@ async fn start_release(
     let overrides = BTreeMap::from([("config.yaml".to_owned(), gate_yaml)]);
     rel.provide_mounts("federation-gate", "federation-gate", &overrides, &ext)?;
     let path = rel.host_path("/etc/govmx/gate/config.yaml");
-    let cfg: govmx_federation_gate::Config = govmx_service::config::load_validated(&path)
-        .map_err(|e| anyhow::anyhow!("{name}: gate config: {e}"))?;
-    services.gates.push(
-        govmx_federation_gate::start(cfg)
-            .await
-            .map_err(|e| anyhow::anyhow!("{name}: gate start: {e}"))?,
-    );
+    processes.spawn_service(rel, "govmx-federation-gate", &path)?;
 
     // The media scanner.
     let scanner_yaml = rel.rewritten_config("media-scanner", "media-scanner", "config.yaml")?;
     let overrides = BTreeMap::from([("config.yaml".to_owned(), scanner_yaml)]);
     rel.provide_mounts("media-scanner", "media-scanner", &overrides, &ext)?;
     let path = rel.host_path("/etc/govmx/media-scanner/config.yaml");
-    let cfg: govmx_media_scanner::config::Config = govmx_service::config::load_validated(&path)
-        .map_err(|e| anyhow::anyhow!("{name}: scanner config: {e}"))?;
-    let server = govmx_media_scanner::Server::bind(cfg)
-        .await
-        .map_err(|e| anyhow::anyhow!("{name}: scanner start: {e}"))?;
-    let (trigger, shutdown) = Shutdown::manual();
-    services
-        .running
-        .push((trigger, tokio::spawn(server.serve(shutdown))));
+    processes.spawn_service(rel, "govmx-media-scanner", &path)?;
 
     // The agency CA, its state seeded the way the init container seed-ca-dir does: the output
     // of `govmx ca init` without root-key.pem.
@@ -721,15 +729,7 @@ async fn start_release(
         }
     }
     let path = rel.host_path("/etc/govmx/agency-ca/config.yaml");
-    let cfg: govmx_agency_ca::config::Config = govmx_service::config::load_validated(&path)
-        .map_err(|e| anyhow::anyhow!("{name}: agency CA config: {e}"))?;
-    let ca = govmx_agency_ca::server::Server::bind(cfg)
-        .await
-        .map_err(|e| anyhow::anyhow!("{name}: agency CA start: {e}"))?;
-    let (trigger, shutdown) = Shutdown::manual();
-    services
-        .running
-        .push((trigger, tokio::spawn(ca.serve(shutdown))));
+    processes.spawn_service(rel, "govmx-agency-ca", &path)?;
     Ok(())
 }
 
@@ -738,7 +738,7 @@ async fn start_release(
 async fn start_exporter(
     rel: &mut Release,
     objects: &OperatorObjects,
-    services: &mut Services,
+    processes: &mut Processes,
 ) -> anyhow::Result<()> {
     let name = rel.name;
     let ext = |object: &str| external_object(name, objects, object);
@@ -746,16 +746,7 @@ async fn start_exporter(
     let overrides = BTreeMap::from([("config.yaml".to_owned(), exporter_yaml)]);
     rel.provide_mounts("exporter", "exporter", &overrides, &ext)?;
     let path = rel.host_path("/etc/govmx/exporter/config.yaml");
-    let cfg: govmx_exporter::config::Config = govmx_service::config::load_validated(&path)
-        .map_err(|e| anyhow::anyhow!("{name}: exporter config: {e}"))?;
-    let exporter = govmx_exporter::Exporter::bind(cfg)
-        .await
-        .map_err(|e| anyhow::anyhow!("{name}: exporter start: {e}"))?;
-    let (trigger, shutdown) = Shutdown::manual();
-    services
-        .running
-        .push((trigger, tokio::spawn(exporter.serve(shutdown))));
-
+    processes.spawn_service(rel, "govmx-exporter", &path)?;
     Ok(())
 }
 
@@ -880,10 +871,9 @@ async fn rendered_chart_federates_and_scans() -> anyhow::Result<()> {
     }
     stack.publish_federation_list(&listed, Signers::Run)?;
 
-    let mut services = Services::default();
-    let mut synapses = Synapses::default();
+    let mut processes = Processes::new()?;
     for (rel, objs) in releases.iter_mut().zip(&objects) {
-        start_release(rel, objs, &python, &mut services, &mut synapses).await?;
+        start_release(rel, objs, &python, &mut processes).await?;
     }
     for (rel, objs) in releases.iter_mut().zip(&mut objects) {
         let ip = rel.ip;
@@ -895,7 +885,7 @@ async fn rendered_chart_federates_and_scans() -> anyhow::Result<()> {
             true,
         )
         .await?;
-        start_exporter(rel, objs, &mut services).await?;
+        start_exporter(rel, objs, &mut processes).await?;
         for (what, port) in [
             ("gate", 9101),
             ("scanner", 9109),
@@ -1034,9 +1024,8 @@ async fn rendered_chart_federates_and_scans() -> anyhow::Result<()> {
         }
     }
     tracing::info!(elapsed = ?started.elapsed(), "render-then-run passed");
-    synapses.passed = true;
-    drop(synapses);
-    drop(services);
+    processes.passed = true;
+    drop(processes);
     drop(stack);
     Ok(())
 }
