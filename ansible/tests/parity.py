@@ -17,9 +17,6 @@ and compared after NORMALISATIONS, the complete list of what may legitimately di
                    Service names vs IP addresses. Scheme and port are compared.
   N4 CA hosts      agency CA tls.self_issued_hosts: the chart prepends its Service names
                    (<fullname>-agency-ca, <fullname>-agency-ca.<namespace>.svc); removed.
-  N5 key_fetch     federation gate inbound.key_fetch (strict mode only): the role points strict
-                   mode's key fetching at the agency CA; the chart has no such value yet. Removed
-                   from the Ansible side and reported.
   Inputs, not normalisations: the chart's defaults leave the govmx Synapse module off
   (synapseModule.enabled: false) and the Ansible side renders without a module wheel, so
   `modules` is absent on both sides (the module block itself is not compared yet).
@@ -147,9 +144,6 @@ def normalise(name, doc, side, notes):
     if name == "agency-ca" and side == "helm":                      # N4
         hosts = doc.get("tls", {}).get("self_issued_hosts", [])
         doc["tls"]["self_issued_hosts"] = [h for h in hosts if not re.match(r"^\S+-agency-ca(\.\S+\.svc)?$", h)]
-    if name == "federation-gate" and side == "ansible" and "key_fetch" in doc.get("inbound", {}):   # N5
-        del doc["inbound"]["key_fetch"]
-        notes.append("N5: removed inbound.key_fetch from the Ansible gate config (chart has no key_fetch value)")
     return doc
 
 
