@@ -335,6 +335,18 @@ impl Release {
     /// Materialises every volumeMount of `comp`'s `container_name` below the temp root:
     /// rendered ConfigMaps from the render (with `overrides` for the rewritten keys), referenced
     /// objects from [`external_object`], emptyDirs/PVCs as empty directories.
+    /// A govmx service (`comp`, container of the same name): its rewritten `config.yaml` and
+    /// every other mount, ready for the binary to start with.
+    fn provide_service(
+        &mut self,
+        comp: &str,
+        external: &dyn Fn(&str) -> anyhow::Result<Provided>,
+    ) -> anyhow::Result<()> {
+        let config = self.rewritten_config(comp, comp, "config.yaml")?;
+        let overrides = BTreeMap::from([("config.yaml".to_owned(), config)]);
+        self.provide_mounts(comp, comp, &overrides, external)
+    }
+
     fn provide_mounts(
         &self,
         comp: &str,
@@ -693,24 +705,18 @@ async fn start_release(
     )?);
 
     // The federation gate.
-    let gate_yaml = rel.rewritten_config("federation-gate", "federation-gate", "config.yaml")?;
-    let overrides = BTreeMap::from([("config.yaml".to_owned(), gate_yaml)]);
-    rel.provide_mounts("federation-gate", "federation-gate", &overrides, &ext)?;
+    rel.provide_service("federation-gate", &ext)?;
     let path = rel.host_path("/etc/govmx/gate/config.yaml");
     processes.spawn_service(rel, "govmx-federation-gate", &path)?;
 
     // The media scanner.
-    let scanner_yaml = rel.rewritten_config("media-scanner", "media-scanner", "config.yaml")?;
-    let overrides = BTreeMap::from([("config.yaml".to_owned(), scanner_yaml)]);
-    rel.provide_mounts("media-scanner", "media-scanner", &overrides, &ext)?;
+    rel.provide_service("media-scanner", &ext)?;
     let path = rel.host_path("/etc/govmx/media-scanner/config.yaml");
     processes.spawn_service(rel, "govmx-media-scanner", &path)?;
 
     // The agency CA, its state seeded the way the init container seed-ca-dir does: the output
     // of `govmx ca init` without root-key.pem.
-    let ca_yaml = rel.rewritten_config("agency-ca", "agency-ca", "config.yaml")?;
-    let overrides = BTreeMap::from([("config.yaml".to_owned(), ca_yaml)]);
-    rel.provide_mounts("agency-ca", "agency-ca", &overrides, &ext)?;
+    rel.provide_service("agency-ca", &ext)?;
     let seed = rel.root.join("ca-seed");
     let mut options = govmx_agency_ca::HierarchyOptions::new("Helm Run");
     options.kdf_iterations = govmx_agency_ca::keys::MIN_KDF_ITERATIONS;
@@ -742,9 +748,7 @@ async fn start_exporter(
 ) -> anyhow::Result<()> {
     let name = rel.name;
     let ext = |object: &str| external_object(name, objects, object);
-    let exporter_yaml = rel.rewritten_config("exporter", "exporter", "config.yaml")?;
-    let overrides = BTreeMap::from([("config.yaml".to_owned(), exporter_yaml)]);
-    rel.provide_mounts("exporter", "exporter", &overrides, &ext)?;
+    rel.provide_service("exporter", &ext)?;
     let path = rel.host_path("/etc/govmx/exporter/config.yaml");
     processes.spawn_service(rel, "govmx-exporter", &path)?;
     Ok(())
@@ -1053,22 +1057,14 @@ fn rewrites_change_only_addresses_and_mount_paths() -> anyhow::Result<()> {
     ] {
         assert_eq!(rel.rewrite_str("t", unchanged, &mounts)?, unchanged);
     }
-    assert_eq!(
-        rel.rewrite_str("t", "0.0.0.0:8080", &mounts)?,
-        "127.0.0.2:8080"
-    );
-    assert_eq!(
-        rel.rewrite_str("t", "http://agency-govmx-synapse:8009", &mounts)?,
-        "http://127.0.0.2:8009"
-    );
-    assert_eq!(
-        rel.rewrite_str("t", "agency-govmx-clamav:3310", &mounts)?,
-        "127.0.0.9:3310"
-    );
-    assert_eq!(
-        rel.rewrite_str("t", "/etc/govmx/policy/x", &mounts)?,
-        "/tmp/root/etc/govmx/policy/x"
-    );
+    for (from, to) in [
+        ("0.0.0.0:8080", "127.0.0.2:8080"),
+        ("http://agency-govmx-synapse:8009", "http://127.0.0.2:8009"),
+        ("agency-govmx-clamav:3310", "127.0.0.9:3310"),
+        ("/etc/govmx/policy/x", "/tmp/root/etc/govmx/policy/x"),
+    ] {
+        assert_eq!(rel.rewrite_str("t", from, &mounts)?, to, "{from}");
+    }
     assert!(
         rel.rewrite_str("t", "agency-govmx-synapse:9999", &mounts)
             .is_err()
