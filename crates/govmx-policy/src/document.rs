@@ -1,8 +1,11 @@
 //! Parsing one policy document: header check, strict deserialisation and the per-document
 //! semantic checks, each error positioned at the offending node.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -69,8 +72,9 @@ pub struct ParsedDocument {
     pub file: String,
     /// The document.
     pub document: Document,
-    /// The source text, kept so that positions can be computed when an error needs one.
-    text: Arc<str>,
+    /// The source (valid UTF-8), kept so that positions can be computed when an error needs
+    /// one. Shared, not copied, when the caller hands over a [`Bytes`] buffer.
+    text: Bytes,
     /// Built on first use: valid documents never need it.
     positions: OnceLock<PositionIndex>,
 }
@@ -80,7 +84,10 @@ impl ParsedDocument {
     pub(crate) fn positions(&self) -> &PositionIndex {
         self.positions.get_or_init(|| {
             // The text already parsed once (see `parse_document`), so this cannot fail.
-            PositionIndex::build(&self.text).unwrap_or_default()
+            std::str::from_utf8(&self.text)
+                .ok()
+                .and_then(|text| PositionIndex::build(text).ok())
+                .unwrap_or_default()
         })
     }
 
@@ -108,6 +115,17 @@ pub fn parse_document(
     bytes: &[u8],
     now: Option<OffsetDateTime>,
 ) -> Result<ParsedDocument, Vec<PolicyError>> {
+    parse_document_shared(file, Bytes::copy_from_slice(bytes), now)
+}
+
+/// [`parse_document`] for a caller that already holds the bytes in a shared buffer: the
+/// document keeps a reference instead of a copy (a 100,000-server list is ~13 MB).
+pub fn parse_document_shared(
+    file: &str,
+    source: Bytes,
+    now: Option<OffsetDateTime>,
+) -> Result<ParsedDocument, Vec<PolicyError>> {
+    let bytes = &source[..];
     let fail = |position, rule, message: String| {
         Err(vec![PolicyError::new(file, position, rule, message)])
     };
@@ -136,7 +154,7 @@ pub fn parse_document(
     // falls through to the YAML path, so errors and their positions are the same either way.
     let fast = json_fast_path(text);
     if let Some(document) = fast {
-        return check(file, text, document, OnceLock::new(), now);
+        return check(file, &source, document, OnceLock::new(), now);
     }
     // A light scan for the header; the full position index is only built (from the same text)
     // when an error needs a position, so valid documents never pay for it.
@@ -203,13 +221,13 @@ pub fn parse_document(
         Kind::TrustAnchors => deserialize(file, text, positions).map(Document::TrustAnchors),
     }
     .map_err(|error| vec![error])?;
-    check(file, text, document, lazy_positions, now)
+    check(file, &source, document, lazy_positions, now)
 }
 
 /// The per-document semantic checks of a deserialised document.
 fn check(
     file: &str,
-    text: &str,
+    source: &Bytes,
     document: Document,
     positions: OnceLock<PositionIndex>,
     now: Option<OffsetDateTime>,
@@ -217,7 +235,7 @@ fn check(
     let parsed = ParsedDocument {
         file: file.to_owned(),
         document,
-        text: Arc::from(text),
+        text: source.clone(),
         positions,
     };
     let mut checker = Checker {
@@ -447,7 +465,8 @@ impl Checker<'_> {
         what: &str,
     ) {
         let (lower, _) = entries.size_hint();
-        let mut seen: HashMap<K, usize> = HashMap::with_capacity(lower);
+        let mut seen: HashMap<K, usize, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(lower, foldhash::fast::RandomState::default());
         for (key, index) in entries {
             if let Some(&first) = seen.get(&key) {
                 let first = self.doc.line_of(&path(first));
@@ -470,7 +489,7 @@ impl Checker<'_> {
             list.servers
                 .iter()
                 .enumerate()
-                .map(|(i, s)| (s.server_name.0.as_str().to_ascii_lowercase(), i)),
+                .map(|(i, s)| (lower_case(s.server_name.0.as_str()), i)),
             |i| format!("servers[{i}].serverName"),
             rules::DUPLICATE_SERVER,
             "server",
@@ -696,5 +715,14 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+}
+
+/// `name` in ASCII lower case, borrowed when it already is (nearly every server name).
+fn lower_case(name: &str) -> Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
     }
 }

@@ -29,7 +29,9 @@ pub mod schema;
 
 pub use decision::{Decision, Verdict};
 pub use diag::{PolicyError, rules};
-pub use document::{Document, MAX_CLOCK_SKEW, ParsedDocument, parse_document};
+pub use document::{
+    Document, MAX_CLOCK_SKEW, ParsedDocument, parse_document, parse_document_shared,
+};
 pub use model::{
     API_VERSION, Agencies, Agency, ContactAction, ContactRule, ContactRules, DefaultAction,
     FederationList, FederationListMetadata, FederationMember, Grant, Kind, MediaRules, Metadata,

@@ -78,7 +78,7 @@ pub fn check_set(docs: &[ParsedDocument], own_server: Option<&ServerName>) -> Ve
                 "the Agencies document needs a FederationList in the same set",
             )),
             Some((_, list)) => {
-                let by_name: HashMap<&str, &FederationMember> = list
+                let by_name: HashMap<&str, &FederationMember, foldhash::fast::RandomState> = list
                     .servers
                     .iter()
                     .map(|server| (server.server_name.0.as_str(), server))
@@ -157,7 +157,7 @@ pub struct PolicySet {
     agencies: Agencies,
     not_before: OffsetDateTime,
     expires: OffsetDateTime,
-    members: HashMap<Box<str>, Member>,
+    members: HashMap<Box<str>, Member, foldhash::fast::RandomState>,
     /// Official account patterns by server name: (agency index, pattern).
     accounts: HashMap<Box<str>, Vec<(usize, AccountPattern)>>,
     /// Exact agency server names → agency index.
