@@ -161,7 +161,7 @@ fn main() {
         let contents: Vec<(&str, &[u8])> = files
             .iter()
             .filter(|(name, _)| name.as_str() != govmx_policy::bundle::SIGNATURES_FILE)
-            .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+            .map(|(name, bytes)| (name.as_str(), &bytes[..]))
             .collect();
         let anchors = match govmx_policy::parse_document("trust", &trust, None)
             .expect("trust parses")

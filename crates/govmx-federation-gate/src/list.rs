@@ -5,10 +5,10 @@
 //! reload never fails a request.
 //!
 //! - **Primary source**: the bundle directory or HTTPS URL ([`BundleSource`]). [`ListStore::poll`]
-//!   reads the bundle's files into memory and hashes them together with the trust file. An
-//!   unchanged hash only refreshes the confirmation time; a new hash is verified (signatures,
-//!   threshold; on a blocking thread, so a large list never stalls request handling) and
-//!   swapped in; a failure keeps the old list and counts `failed`.
+//!   reads the bundle's files into memory and compares them and the trust file with the ones
+//!   behind the list in use. Unchanged, they only refresh the confirmation time; changed, they
+//!   are verified (signatures, threshold; on a blocking thread, so a large list never stalls
+//!   request handling) and swapped in; a failure keeps the old list and counts `failed`.
 //! - **No rollback**: a bundle whose version is lower than the list in use, or the same version
 //!   with other content, is refused (a replayed old list cannot re-admit a removed server).
 //! - **Last-known-good**: after each successful verification the exact bytes verified are written
@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use sha2::{Digest, Sha256};
+use bytes::Bytes;
 
 use crate::config::PolicyConfig;
 use crate::metrics::Metrics;
@@ -54,8 +54,10 @@ pub struct CurrentList {
     pub verified_at: SystemTime,
     /// Where it came from.
     pub source: ListSource,
-    fingerprint: [u8; 32],
-    files_hash: [u8; 32],
+    /// The verified bundle files and trust anchors: a poll compares the source with them
+    /// (a memory compare of shared buffers, no re-hash of a 13 MB list on every poll).
+    files: BundleFiles,
+    trust: Bytes,
 }
 
 /// The list as requests see it.
@@ -128,6 +130,7 @@ pub struct ListStore {
     max_age: Duration,
     last_error: Mutex<String>,
     metrics: Metrics,
+    reload_thread: ReloadThread,
 }
 
 impl ListStore {
@@ -155,6 +158,7 @@ impl ListStore {
             max_age: config.max_age,
             last_error: Mutex::new("no federation list loaded yet".to_owned()),
             metrics,
+            reload_thread: ReloadThread::start()?,
         })
     }
 
@@ -189,11 +193,8 @@ impl ListStore {
     pub async fn poll(&self, now: SystemTime) -> ReloadOutcome {
         let outcome = self.poll_inner(now).await;
         match &outcome {
-            ReloadOutcome::Loaded { version } => {
-                self.metrics.reload("loaded");
-                self.metrics.list_version.set(*version as i64);
-                tracing::info!(version, "federation list loaded");
-            }
+            // Counted and logged in `poll_inner` at the moment of the swap.
+            ReloadOutcome::Loaded { .. } => {}
             ReloadOutcome::Unchanged => self.metrics.reload("unchanged"),
             ReloadOutcome::Failed(error) => {
                 self.metrics.reload("failed");
@@ -210,72 +211,83 @@ impl ListStore {
             Err(error) => return ReloadOutcome::Failed(error),
         };
         let trust = match std::fs::read(&self.trust) {
-            Ok(trust) => trust,
+            Ok(trust) => Bytes::from(trust),
             Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.trust.display())),
         };
-        let files_hash = files_hash(&files);
-        let fingerprint = fingerprint(&files_hash, &trust);
         let previous = self.current.load_full();
         if let Some(current) = &previous
-            && current.fingerprint == fingerprint
+            && current.files == files
+            && current.trust == trust
             && current.source == ListSource::Primary
         {
             self.current.store(Some(Arc::new(CurrentList {
                 list: current.list.clone(),
                 verified_at: now,
                 source: ListSource::Primary,
-                fingerprint,
-                files_hash,
+                files: current.files.clone(),
+                trust: current.trust.clone(),
             })));
             self.write_verified_at(now);
             return ReloadOutcome::Unchanged;
         }
         // Verification of a large list takes a while: keep it off the request-serving threads.
+        // A refused list is freed there too.
         let own_server = self.own_server.clone();
-        let (files, list) = match tokio::task::spawn_blocking(move || {
-            let list = verify_bundle(&files, &trust, &own_server, now);
-            (files, list)
-        })
-        .await
-        {
-            Ok((files, Ok(list))) => (files, list),
-            Ok((_, Err(error))) => return ReloadOutcome::Failed(error.to_string()),
-            Err(error) => return ReloadOutcome::Failed(format!("verification failed: {error}")),
+        let in_use = previous.clone();
+        let verified = self
+            .reload_thread
+            .run(move || {
+                let list = verify_bundle(&files, &trust, &own_server, now)
+                    .map_err(|error| error.to_string())?;
+                let version = list.version();
+                if let Some(current) = &in_use {
+                    let in_use = current.list.version();
+                    if version < in_use {
+                        return Err(format!(
+                            "bundle version {version} is older than the list in use (version {in_use}); rollback refused"
+                        ));
+                    }
+                    if version == in_use && current.files != files {
+                        return Err(format!(
+                            "bundle version {version} is already in use with other content; a changed bundle needs a new version"
+                        ));
+                    }
+                }
+                Ok(Arc::new(CurrentList {
+                    list: Arc::new(list),
+                    verified_at: now,
+                    source: ListSource::Primary,
+                    files,
+                    trust,
+                }))
+            })
+            .await
+            .and_then(|verified| verified);
+        let current = match verified {
+            Ok(current) => current,
+            Err(error) => return ReloadOutcome::Failed(error),
         };
-        let version = list.version();
-        if let Some(current) = &previous {
-            let in_use = current.list.version();
-            if version < in_use {
-                return ReloadOutcome::Failed(format!(
-                    "bundle version {version} is older than the list in use (version {in_use}); rollback refused"
-                ));
-            }
-            if version == in_use && current.files_hash != files_hash {
-                return ReloadOutcome::Failed(format!(
-                    "bundle version {version} is already in use with other content; a changed bundle needs a new version"
-                ));
-            }
-        }
-        self.current.store(Some(Arc::new(CurrentList {
-            list: Arc::new(list),
-            verified_at: now,
-            source: ListSource::Primary,
-            fingerprint,
-            files_hash,
-        })));
-        // The new list is in use. Freeing the old one (a large list is ~10^6 allocations) and
+        let version = current.list.version();
+        let files = current.files.clone();
+        self.current.store(Some(current));
+        // The new list serves requests from here on: say so now, not after the disk write.
+        self.metrics.reload("loaded");
+        self.metrics.list_version.set(version as i64);
+        tracing::info!(version, "federation list loaded");
+        // Freeing the old one (a large list is ~10^6 allocations) and
         // persisting ~10 MB must not hold up a request-serving thread.
         let lkg_dir = self.lkg_dir.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            drop(previous);
-            write_last_known_good(&lkg_dir, &files, now)
-        })
-        .await;
-        if let Err(error) = written
-            .map_err(std::io::Error::other)
-            .and_then(|result| result)
-        {
+        let written = self
+            .reload_thread
+            .run(move || {
+                drop(previous);
+                write_last_known_good(&lkg_dir, &files, now).map_err(|error| error.to_string())
+            })
+            .await;
+        if let Err(error) = written.and_then(|result| result) {
             tracing::error!(%error, dir = %self.lkg_dir.display(), "cannot write the last-known-good copy");
+        } else {
+            tracing::debug!(version, dir = %self.lkg_dir.display(), "last-known-good copy written");
         }
         ReloadOutcome::Loaded { version }
     }
@@ -332,26 +344,76 @@ impl ListStore {
             dir = self.lkg_dir.join(LKG_BUNDLE_OLD);
         }
         let files = read_dir_bundle(&dir)?;
-        let trust =
-            std::fs::read(&self.trust).map_err(|e| format!("{}: {e}", self.trust.display()))?;
+        let trust = Bytes::from(
+            std::fs::read(&self.trust).map_err(|e| format!("{}: {e}", self.trust.display()))?,
+        );
         let list = verify_bundle(&files, &trust, &self.own_server, SystemTime::now())
             .map_err(|e| format!("{}: {e}", dir.display()))?;
         let verified_at = std::fs::read_to_string(self.lkg_dir.join(LKG_VERIFIED_AT))
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .map_or(UNIX_EPOCH, |secs| UNIX_EPOCH + Duration::from_secs(secs));
-        let files_hash = files_hash(&files);
         Ok(CurrentList {
             list: Arc::new(list),
             verified_at,
             source: ListSource::LastKnownGood,
-            fingerprint: fingerprint(&files_hash, &trust),
-            files_hash,
+            files,
+            trust,
         })
     }
 
     fn write_verified_at(&self, now: SystemTime) {
         write_verified_at(&self.lkg_dir, now);
+    }
+}
+
+/// A job for the reload thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The one thread that verifies, compiles, persists and frees federation lists.
+///
+/// A long-lived thread rather than tokio's blocking pool (whose idle threads end after 10 s):
+/// the allocator's per-thread heap survives from one reload to the next, so with
+/// `MIMALLOC_PURGE_DELAY=-1` a reload builds the new list in the pages the previous reload
+/// freed, instead of faulting in ~60 MB of fresh zeroed pages (docs/benchmarks.md). Lists are
+/// also freed here, never on a request-serving thread.
+#[derive(Debug)]
+struct ReloadThread {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl ReloadThread {
+    fn start() -> Result<ReloadThread, String> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("govmx-reload".into())
+            .spawn(move || {
+                // Ends when the store (the only sender) is dropped.
+                for job in queue {
+                    // A panicking job drops its answer channel (the caller reports a failed
+                    // reload); the thread carries on with the next one.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .map_err(|error| format!("cannot start the reload thread: {error}"))?;
+        Ok(ReloadThread { jobs })
+    }
+
+    /// Runs `job` on the reload thread and waits (asynchronously) for its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(job());
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| "the reload thread has ended".to_owned())?;
+        answered
+            .await
+            .map_err(|_| "the reload job panicked".to_owned())
     }
 }
 
@@ -396,28 +458,6 @@ fn write_verified_at(lkg_dir: &Path, now: SystemTime) {
     if let Err(error) = res {
         tracing::warn!(%error, "cannot record the confirmation time of the last-known-good copy");
     }
-}
-
-/// SHA-256 over the bundle files (names and contents, length-prefixed).
-fn files_hash(files: &BundleFiles) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    for (name, bytes) in files {
-        hash.update((name.len() as u64).to_be_bytes());
-        hash.update(name.as_bytes());
-        hash.update((bytes.len() as u64).to_be_bytes());
-        hash.update(bytes);
-    }
-    hash.finalize().into()
-}
-
-/// What decides "unchanged": the files' hash and the trust anchors (a new trust file must be
-/// re-verified even when the bundle is the same). Hashes the large files only once.
-fn fingerprint(files_hash: &[u8; 32], trust: &[u8]) -> [u8; 32] {
-    let mut hash = Sha256::new();
-    hash.update(files_hash);
-    hash.update((trust.len() as u64).to_be_bytes());
-    hash.update(trust);
-    hash.finalize().into()
 }
 
 #[cfg(test)]

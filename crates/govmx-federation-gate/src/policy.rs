@@ -125,8 +125,9 @@ pub struct PolicyList {
     mixed_case: HashMap<String, usize>,
 }
 
-/// The files of a bundle directory: file name to content.
-pub type BundleFiles = BTreeMap<String, Vec<u8>>;
+/// The files of a bundle directory: file name to content (shared buffers: the parsed documents
+/// and the list in use keep references, not copies).
+pub type BundleFiles = BTreeMap<String, bytes::Bytes>;
 
 /// Whether a top-level file of the bundle directory belongs to the bundle (what
 /// `govmx policy sign` covers, plus the signature file).
@@ -182,7 +183,7 @@ pub fn verify_bundle(
     let contents: Vec<(&str, &[u8])> = files
         .iter()
         .filter(|(name, _)| name.as_str() != SIGNATURES_FILE)
-        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .map(|(name, bytes)| (name.as_str(), &bytes[..]))
         .collect();
     let verified = bundle::verify(signatures, &contents, &trust)
         .map_err(|e| PolicyError::Verify(e.to_string()))?;
@@ -191,8 +192,11 @@ pub fn verify_bundle(
         .map_err(|e| PolicyError::Documents(format!("own server name {own_server:?}: {e}")))?;
     let mut docs = Vec::new();
     let mut errors = Vec::new();
-    for (name, bytes) in contents {
-        match parse_document(name, bytes, Some(now)) {
+    for (name, bytes) in files
+        .iter()
+        .filter(|(name, _)| name.as_str() != SIGNATURES_FILE)
+    {
+        match govmx_policy::parse_document_shared(name, bytes.clone(), Some(now)) {
             Ok(doc) => docs.push(doc),
             Err(mut problems) => errors.append(&mut problems),
         }
@@ -493,10 +497,10 @@ pub mod testing {
         }
         let mut files: super::BundleFiles = documents
             .iter()
-            .map(|(name, bytes)| ((*name).to_owned(), bytes.to_vec()))
+            .map(|(name, bytes)| ((*name).to_owned(), bytes::Bytes::copy_from_slice(bytes)))
             .collect();
         if let Some(json) = signatures {
-            files.insert(SIGNATURES_FILE.to_owned(), json.into_bytes());
+            files.insert(SIGNATURES_FILE.to_owned(), json.into_bytes().into());
         }
         Ok(files)
     }
@@ -583,7 +587,7 @@ mod tests {
             let entry = entry.unwrap();
             let name = entry.file_name().into_string().unwrap();
             if is_bundle_file(&name) {
-                files.insert(name, std::fs::read(entry.path()).unwrap());
+                files.insert(name, std::fs::read(entry.path()).unwrap().into());
             }
         }
         verify_bundle(

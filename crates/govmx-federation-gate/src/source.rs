@@ -49,7 +49,7 @@ impl BundleSource {
 pub struct UrlSource {
     client: reqwest::Client,
     base: String,
-    last: Mutex<Option<(Vec<u8>, BundleFiles)>>,
+    last: Mutex<Option<(bytes::Bytes, BundleFiles)>>,
 }
 
 impl UrlSource {
@@ -102,10 +102,11 @@ impl UrlSource {
         Ok(files)
     }
 
-    async fn get(&self, name: &str) -> Result<Vec<u8>, String> {
+    async fn get(&self, name: &str) -> Result<bytes::Bytes, String> {
         let url = format!("{}{name}", self.base);
         get_capped(&self.client, &url, MAX_FILE)
             .await
+            .map(bytes::Bytes::from)
             .map_err(|reason| format!("{url}: {reason}"))
     }
 }
@@ -162,7 +163,7 @@ pub fn read_dir_bundle(dir: &Path) -> Result<BundleFiles, String> {
             continue;
         }
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        files.insert(name, bytes);
+        files.insert(name, bytes.into());
     }
     if files.is_empty() {
         return Err(format!("{}: no bundle files", dir.display()));

@@ -49,7 +49,7 @@ fn federate_vectors_decide_at_the_gate_as_everywhere_else() {
     }
     let slices: Vec<(&str, &[u8])> = documents
         .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .map(|(n, b)| (n.as_str(), &b[..]))
         .collect();
     let signer = TestSigner::from_seed("vectors", 7);
     let files = signed_files(&slices, 1, &[&signer]).unwrap();
