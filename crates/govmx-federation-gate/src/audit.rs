@@ -1,15 +1,16 @@
 //! The append-only audit log: one JSON object per line for every denial (also in shadow mode,
 //! where `enforced` is `false`).
 //!
-//! The file is opened with `O_APPEND` and each entry is written with a single `write` call, so
-//! lines from concurrent requests never interleave and rotation by rename + reopen-on-SIGHUP is
-//! not needed: the operator's rotation tool must use copy-truncate or move the file and send
-//! SIGHUP (which reopens it).
+//! The file is opened with `O_APPEND` and written only by the log's own thread, whole lines at a
+//! time, so lines from concurrent requests never interleave. Rotation: the operator's tool
+//! uses copy-truncate, or moves the file and sends SIGHUP (which reopens it). Entries are
+//! written within milliseconds of the denial; a process killed with SIGKILL can lose the
+//! entries of those last milliseconds (a clean shutdown writes them all).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 
@@ -40,11 +41,45 @@ pub struct AuditEntry<'a> {
     pub enforced: bool,
 }
 
-/// The audit log file.
+/// Bytes of encoded entries waiting for the writer beyond which [`AuditLog::record`] waits
+/// (the disk is slower than the denials): entries are never dropped.
+const MAX_PENDING_BYTES: usize = 8 << 20;
+
+/// The audit log file, written by its own thread: a request only encodes its entry and
+/// appends it to a buffer, so a slow disk never stalls the async workers (unless more than
+/// [`MAX_PENDING_BYTES`] are waiting, when recording waits rather than drop an entry).
+///
+/// The writer takes everything queued in one swap and writes it with one `write` call, so
+/// lines never interleave. Entries reach the file within a few milliseconds;
+/// [`AuditLog::flush`] waits for all entries recorded so far, and dropping the log writes the
+/// rest before the thread ends.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    file: Mutex<File>,
+    shared: Arc<Queue>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Signalled when there is something for the writer (entries, a new file, closing).
+    work: Condvar,
+    /// Signalled after each write (for `flush` and for recorders waiting for room).
+    written: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct QueueState {
+    pending: Vec<u8>,
+    /// Entries appended to `pending` since the start.
+    queued: u64,
+    /// Entries handed to the file since the start.
+    done: u64,
+    /// A reopened file for the writer to switch to before its next write.
+    new_file: Option<File>,
+    writer_idle: bool,
+    closing: bool,
 }
 
 /// Why the audit log could not be opened.
@@ -57,22 +92,44 @@ pub struct AuditError {
 }
 
 impl AuditLog {
-    /// Opens (creates) `path` for appending; creates the parent directory.
+    /// Opens (creates) `path` for appending, creates the parent directory, and starts the
+    /// writer thread.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+        let file = open_append(path)?;
+        let shared = Arc::new(Queue {
+            state: Mutex::new(QueueState::default()),
+            work: Condvar::new(),
+            written: Condvar::new(),
+        });
+        let writer = {
+            let queue = shared.clone();
+            let file_path = path.to_owned();
+            std::thread::Builder::new()
+                .name("govmx-audit".into())
+                .spawn(move || write_loop(&queue, file, &file_path))
+                .map_err(|source| AuditError {
+                    path: path.display().to_string(),
+                    source,
+                })?
+        };
         Ok(AuditLog {
             path: path.to_owned(),
-            file: Mutex::new(open_append(path)?),
+            shared,
+            writer: Some(writer),
         })
     }
 
-    /// Reopens the file (after the operator moved it away).
+    /// Reopens the file (after the operator moved it away); entries recorded before the call
+    /// may still go to the old file.
     pub fn reopen(&self) -> Result<(), AuditError> {
         let file = open_append(&self.path)?;
-        *self.file.lock().unwrap_or_else(|p| p.into_inner()) = file;
+        let mut state = self.shared.lock();
+        state.new_file = Some(file);
+        self.shared.work.notify_one();
         Ok(())
     }
 
-    /// Appends one entry. Failures are logged, never passed to the request.
+    /// Queues one entry. Failures are logged, never passed to the request.
     pub fn record(&self, entry: &AuditEntry<'_>) {
         let mut line = match serde_json::to_vec(entry) {
             Ok(line) => line,
@@ -82,9 +139,88 @@ impl AuditLog {
             }
         };
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(error) = file.write_all(&line) {
-            tracing::error!(%error, path = %self.path.display(), "cannot write audit log");
+        let mut state = self.shared.lock();
+        while state.pending.len() > MAX_PENDING_BYTES && !state.closing {
+            state = self
+                .shared
+                .written
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        state.pending.extend_from_slice(&line);
+        state.queued += 1;
+        // Only an idle writer needs waking: a busy one takes this entry with its next swap.
+        if state.writer_idle {
+            state.writer_idle = false;
+            self.shared.work.notify_one();
+        }
+    }
+
+    /// Waits until every entry recorded before the call is in the file (written, not synced).
+    pub fn flush(&self) {
+        let mut state = self.shared.lock();
+        let target = state.queued;
+        while state.done < target && !self.writer.as_ref().is_none_or(|w| w.is_finished()) {
+            state = self
+                .shared
+                .written
+                .wait(state)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.work.notify_one();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writer thread: swap the queued bytes out, write them, repeat; on closing, write what is
+/// left and end.
+fn write_loop(queue: &Queue, mut file: File, path: &Path) {
+    let mut batch = Vec::new();
+    loop {
+        let (entries, closing) = {
+            let mut state = queue.lock();
+            while state.pending.is_empty() && state.new_file.is_none() && !state.closing {
+                state.writer_idle = true;
+                state = queue.work.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            state.writer_idle = false;
+            if let Some(new_file) = state.new_file.take() {
+                file = new_file;
+            }
+            std::mem::swap(&mut batch, &mut state.pending);
+            (state.queued, state.closing)
+        };
+        // Room again for recorders that waited.
+        queue.written.notify_all();
+        if !batch.is_empty() {
+            if let Err(error) = file.write_all(&batch) {
+                tracing::error!(%error, path = %path.display(), bytes = batch.len(), "cannot write audit log");
+            }
+            batch.clear();
+            // A large burst's buffer is not kept for ever.
+            batch.shrink_to(1 << 20);
+        }
+        {
+            let mut state = queue.lock();
+            state.done = entries;
+        }
+        queue.written.notify_all();
+        if closing && queue.lock().pending.is_empty() {
+            return;
         }
     }
 }
@@ -109,4 +245,84 @@ pub fn rfc3339(time: std::time::SystemTime) -> String {
     time::OffsetDateTime::from(time)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(reason: &str) -> AuditEntry<'_> {
+        AuditEntry {
+            time: rfc3339(std::time::SystemTime::now()),
+            surface: "inbound",
+            peer: "127.0.0.1:1".to_owned(),
+            origin: Some("c.example"),
+            destination: None,
+            method: "GET",
+            path: "/_matrix/federation/v1/version",
+            rule: "origin-not-listed",
+            reason,
+            list_version: Some(1),
+            enforced: true,
+        }
+    }
+
+    fn reasons(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value =
+                    serde_json::from_str(line).expect("one JSON per line");
+                value["reason"].as_str().expect("reason").to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn concurrent_entries_are_whole_lines_and_none_is_lost() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("audit/denials.jsonl");
+        let log = AuditLog::open(&path).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let log = &log;
+                scope.spawn(move || {
+                    for i in 0..2_000 {
+                        log.record(&entry(&format!("t{t}-{i}")));
+                    }
+                });
+            }
+        });
+        log.flush();
+        let mut got = reasons(&path);
+        assert_eq!(got.len(), 8_000);
+        got.sort();
+        got.dedup();
+        assert_eq!(got.len(), 8_000, "every entry exactly once");
+    }
+
+    #[test]
+    fn drop_writes_what_is_queued_and_reopen_switches_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("denials.jsonl");
+        let moved = tmp.path().join("denials.jsonl.1");
+        let log = AuditLog::open(&path).unwrap();
+        log.record(&entry("before rotation"));
+        log.flush();
+        std::fs::rename(&path, &moved).unwrap();
+        log.reopen().unwrap();
+        for i in 0..500 {
+            log.record(&entry(&format!("after {i}")));
+        }
+        drop(log);
+        assert_eq!(reasons(&moved), ["before rotation"]);
+        let after = reasons(&path);
+        assert_eq!(
+            after.len(),
+            500,
+            "dropping the log writes every queued entry"
+        );
+        assert_eq!(after[499], "after 499");
+    }
 }

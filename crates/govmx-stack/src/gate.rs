@@ -231,6 +231,8 @@ impl Gate {
 
     /// The audit log's entries (unparseable lines are skipped).
     pub fn audit_entries(&self) -> Vec<serde_json::Value> {
+        // The audit log has its own writer thread: wait for what was recorded so far.
+        self.running.shared().audit.flush();
         std::fs::read_to_string(&self.audit_log)
             .unwrap_or_default()
             .lines()

@@ -349,6 +349,8 @@ impl Harness {
     }
 
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        // The audit log has its own writer thread: wait for what was recorded so far.
+        self.gate.shared().audit.flush();
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()
