@@ -63,7 +63,7 @@ pub struct Shared {
     /// Denial log lines per second (see [`LogBudget`]).
     pub(crate) denial_log: LogBudget,
     pub(crate) client: Client<HttpConnector, axum::body::Body>,
-    pub(crate) upstream_authority: String,
+    pub(crate) upstream_authority: http::uri::Authority,
 }
 
 impl Shared {
@@ -207,8 +207,10 @@ impl Drop for RunningGate {
 
 /// Loads the list, binds every listener and starts serving. Call with a validated config.
 pub async fn start(config: Config) -> Result<RunningGate, StartError> {
-    let upstream_authority =
-        upstream_authority(&config.inbound.upstream).map_err(StartError::Upstream)?;
+    let upstream_authority = upstream_authority(&config.inbound.upstream)
+        .map_err(StartError::Upstream)?
+        .parse::<http::uri::Authority>()
+        .map_err(|error| StartError::Upstream(error.to_string()))?;
     let tls_config = tls::server_config(&config.inbound.tls_cert, &config.inbound.tls_key)?;
     let audit = AuditLog::open(&config.audit_log)?;
     let mut registry = Registry::default();

@@ -62,10 +62,7 @@ pub enum Surface {
 /// Classifies a request path (raw, as received).
 pub fn classify(method: &Method, path: &str) -> Surface {
     // Dot segments (also percent-encoded) could make Synapse and the gate see different paths.
-    let dot_segment = path.split('/').any(|segment| {
-        let lower = segment.to_ascii_lowercase().replace("%2e", ".");
-        lower == "." || lower == ".."
-    });
+    let dot_segment = path.split('/').any(is_dot_segment);
     if dot_segment || path.contains("//") {
         return Surface::Unknown;
     }
@@ -87,6 +84,24 @@ pub fn classify(method: &Method, path: &str) -> Surface {
         return Surface::Authenticated { send };
     }
     Surface::Unknown
+}
+
+/// `.` or `..`, each dot also as `%2e`/`%2E` (RFC 3986 §6.2.2.2 normalises those to dots).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        if rest[0] == b'.' {
+            rest = &rest[1..];
+        } else if rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'2' && (rest[2] | 0x20) == b'e'
+        {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// A denial on its way out: metrics, audit, and (unless shadow) the error response.
@@ -585,13 +600,18 @@ where
 {
     let (mut parts, body) = req.into_parts();
     let limit = usize::try_from(shared.config.inbound.max_body_bytes).unwrap_or(usize::MAX);
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let uri = match format!("http://{}{}", shared.upstream_authority, path_and_query)
-        .parse::<http::Uri>()
-    {
+    // Method, path and query pass byte for byte: the parsed path is reused, not re-parsed.
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(shared.upstream_authority.clone());
+    uri.path_and_query = Some(
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    let uri = match http::Uri::from_parts(uri) {
         Ok(uri) => uri,
         Err(error) => {
             return MatrixError::bad_request("invalid request URI")
@@ -759,6 +779,26 @@ mod tests {
                 Method::GET,
                 "/_matrix/federation//v1/version",
                 Surface::Unknown,
+            ),
+            (
+                Method::GET,
+                "/_matrix/federation/v1/%2e/version",
+                Surface::Unknown,
+            ),
+            (
+                Method::GET,
+                "/_matrix/federation/.%2E/v1/version",
+                Surface::Unknown,
+            ),
+            (
+                Method::GET,
+                "/_matrix/federation/v1/state/!r%2e/...",
+                Surface::Authenticated { send: false },
+            ),
+            (
+                Method::GET,
+                "/_matrix/federation/v1/event/%2e%2e%2e",
+                Surface::Authenticated { send: false },
             ),
             (Method::GET, "/.well-known/matrix/client", Surface::Unknown),
         ];

@@ -13,6 +13,7 @@
 //! - `govmx_gate_key_fetches_total{result}`: strict-mode key lookups for servers without pinned
 //!   keys (`fetched`, `cached`, `failed`, `backoff`).
 
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -22,19 +23,20 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Labels of `govmx_gate_decisions_total`.
+/// Labels of `govmx_gate_decisions_total`. Every value but the rule is a static string, so
+/// counting a decision on the request path allocates at most the rule id.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// `inbound` or `connect`.
-    pub surface: String,
+    pub surface: Cow<'static, str>,
     /// `allow` or `deny`.
-    pub verdict: String,
+    pub verdict: Cow<'static, str>,
     /// The rule id.
-    pub rule: String,
+    pub rule: Cow<'static, str>,
     /// The peer class.
-    pub class: String,
+    pub class: Cow<'static, str>,
     /// `false` in shadow mode.
-    pub enforced: String,
+    pub enforced: Cow<'static, str>,
 }
 
 /// Labels of `govmx_gate_reloads_total`.
@@ -156,14 +158,21 @@ impl Metrics {
     }
 
     /// Counts a decision.
-    pub fn decision(&self, surface: &str, allowed: bool, rule: &str, class: &str, enforced: bool) {
+    pub fn decision(
+        &self,
+        surface: &'static str,
+        allowed: bool,
+        rule: &str,
+        class: &'static str,
+        enforced: bool,
+    ) {
         self.decisions
             .get_or_create(&DecisionLabels {
-                surface: surface.to_owned(),
-                verdict: if allowed { "allow" } else { "deny" }.to_owned(),
-                rule: rule.to_owned(),
-                class: class.to_owned(),
-                enforced: enforced.to_string(),
+                surface: Cow::Borrowed(surface),
+                verdict: Cow::Borrowed(if allowed { "allow" } else { "deny" }),
+                rule: Cow::Owned(rule.to_owned()),
+                class: Cow::Borrowed(class),
+                enforced: Cow::Borrowed(if enforced { "true" } else { "false" }),
             })
             .inc();
     }

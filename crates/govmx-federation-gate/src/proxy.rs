@@ -130,7 +130,7 @@ pub async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream, peer: 
     let status = shared.list_status(now);
     let enforced = !shared.config.shadow;
     let list = status.any().cloned();
-    let deny = |rule: &str, reason: &str, class: &str| {
+    let deny = |rule: &str, reason: &str, class: &'static str| {
         shared
             .metrics
             .decision("connect", false, rule, class, enforced);
