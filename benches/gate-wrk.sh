@@ -3,16 +3,19 @@
 #   1. deny path: wrk against the gate with an unlisted X-Matrix origin, vs Synapse 1.163.2 with
 #      federation_domain_whitelist refusing the same request on its own TLS listener; Synapse's
 #      CPU time (utime+stime from /proc/<pid>/stat) is sampled while the gate refuses.
-#   2. allow path overhead: nginx `return 200` backend, (a) direct over TLS, (b) nginx TLS
-#      proxy_pass, (c) the gate (TLS, non-strict, listed origin) -> backend.
+#   2. allow path overhead: an nginx `return 200` backend (its own nginx instance), (a) direct
+#      over TLS, (b) nginx TLS proxy_pass (a second nginx instance), (c) the gate (TLS,
+#      non-strict, listed origin) -> backend.
 #   3. reload under load: a new signed 100,000-server list is published (atomic symlink swap +
-#      SIGHUP) while wrk runs on the allow path; reload time from the gate's log, wrk errors.
+#      SIGHUP) while wrk runs on the allow path, first replacing a 2-server list, then (steady
+#      state) replacing another 100,000-server list; reload time from the gate's log, wrk errors.
 # Prints markdown tables on stdout; progress on stderr.
 #
 # Env: DURATION (wrk seconds, default 10), CONNS (16), THREADS (2), REPS (2), LIST_SYNTAX
 #      (json or yaml: the syntax of the 100,000-server list, default json),
-#      BENCH_PORT_BASE (28400), KEEP=1 keeps the temp dir, PERF=1 records a perf profile of the
-#      gate on the deny and allow paths (perf report printed to stderr).
+#      GATE_ENV (extra environment for the gates, default none), BENCH_PORT_BASE (28400),
+#      KEEP=1 keeps the temp dir, PERF=1 records a perf profile of the gate on the deny and
+#      allow paths (perf report printed to stderr).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -22,6 +25,9 @@ THREADS=${THREADS:-2}
 REPS=${REPS:-2}
 BASE=${BENCH_PORT_BASE:-28400}
 LIST_SYNTAX=${LIST_SYNTAX:-json}
+# Extra environment for the gates, e.g. GATE_ENV=MIMALLOC_PURGE_DELAY=-1 (tried 2026-12-06: it
+# made reloads slower, not faster; docs/benchmarks.md). Empty: the gate as deployed.
+GATE_ENV=${GATE_ENV:-}
 SERVER=gate.bench.example
 LISTED=listed.example
 UNLISTED=unlisted.example
@@ -86,7 +92,7 @@ PY
     "$GOVMX" policy sign --key "$WORK/keys/k2.key" "$dir" >"$dir.sign.log" 2>&1 || die "signing $dir: $(head -5 "$dir.sign.log")"
 }
 
-log "generating signer keys and bundles (v1: 2 servers, v2: 100,000 servers)"
+log "generating signer keys and bundles (v1: 2 servers, v2-v4: 100,000 servers)"
 {
     printf 'apiVersion: govmx.de/v1\nkind: TrustAnchors\nmetadata: {name: bench, version: 1, issued: "2026-01-01T00:00:00Z"}\nthreshold: 2\nkeys:\n'
     for k in k1 k2; do
@@ -99,6 +105,7 @@ gen_bundle "$WORK/bundle-v1" 1 2
 ln -s "$WORK/bundle-v1" "$WORK/policy"
 gen_bundle "$WORK/bundle-v2" 2 100000 "$LIST_SYNTAX"
 gen_bundle "$WORK/bundle-v3" 3 100000 "$LIST_SYNTAX"
+gen_bundle "$WORK/bundle-v4" 4 100000 "$LIST_SYNTAX"
 log "v2 federation.yaml: $(du -h "$WORK/bundle-v2/federation.yaml" | cut -f1)"
 
 # ---------------------------------------------------------------- gates
@@ -128,42 +135,48 @@ EOF
 }
 gate_config gate-deny "$P_GATE_DENY" "$P_GATE_DENY_CONNECT" "$P_GATE_DENY_ADMIN" "http://127.0.0.1:$P_SYN_PLAIN"
 gate_config gate-allow "$P_GATE_ALLOW" "$P_GATE_ALLOW_CONNECT" "$P_GATE_ALLOW_ADMIN" "http://127.0.0.1:$P_NGX_BACKEND"
-GOVMX_LOG=info "$GATE" --config "$WORK/gate-deny/gate.yaml" >"$WORK/gate-deny/log" 2>&1 &
+env $GATE_ENV GOVMX_LOG=info "$GATE" --config "$WORK/gate-deny/gate.yaml" >"$WORK/gate-deny/log" 2>&1 &
 GATE_DENY_PID=$!
 PIDS+=("$GATE_DENY_PID")
-GOVMX_LOG=info "$GATE" --config "$WORK/gate-allow/gate.yaml" >"$WORK/gate-allow/log" 2>&1 &
+env $GATE_ENV GOVMX_LOG=info "$GATE" --config "$WORK/gate-allow/gate.yaml" >"$WORK/gate-allow/log" 2>&1 &
 GATE_ALLOW_PID=$!
 PIDS+=("$GATE_ALLOW_PID")
 
 # ---------------------------------------------------------------- nginx (backend, TLS direct, TLS proxy)
-cat >"$WORK/ngx/nginx.conf" <<EOF
+# Two nginx instances, each with its own master and workers: the backend, and the TLS front
+# ((a) and (b)). With one instance a proxied request can reach the backend server block inside
+# the same worker process, a hop without a context switch that the gate never gets.
+ngx_conf() { # <name> <server blocks>
+    cat >"$WORK/ngx/$1.conf" <<EOF
 worker_processes auto;
-pid $WORK/ngx/nginx.pid;
-error_log $WORK/ngx/error.log warn;
+pid $WORK/ngx/$1.pid;
+error_log $WORK/ngx/$1-error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $WORK/ngx/body; proxy_temp_path $WORK/ngx/proxy;
-  fastcgi_temp_path $WORK/ngx/fcgi; uwsgi_temp_path $WORK/ngx/uwsgi; scgi_temp_path $WORK/ngx/scgi;
+  client_body_temp_path $WORK/ngx/$1-body; proxy_temp_path $WORK/ngx/$1-proxy;
+  fastcgi_temp_path $WORK/ngx/$1-fcgi; uwsgi_temp_path $WORK/ngx/$1-uwsgi; scgi_temp_path $WORK/ngx/$1-scgi;
   keepalive_requests 1000000;
   ssl_certificate $WORK/certs/leaf.pem; ssl_certificate_key $WORK/certs/leaf.key;
   ssl_protocols TLSv1.3;
-  upstream backend { server 127.0.0.1:$P_NGX_BACKEND; keepalive 64; keepalive_requests 1000000; }
-  # The fast upstream: answers every request itself.
-  server { listen 127.0.0.1:$P_NGX_BACKEND;
-    location / { default_type application/json; return 200 '{}'; } }
+$2
+}
+EOF
+    nginx -c "$WORK/ngx/$1.conf" -e "$WORK/ngx/$1-error.log" -g 'daemon off;' &
+    PIDS+=($!)
+}
+# The fast upstream: answers every request itself.
+ngx_conf backend "  server { listen 127.0.0.1:$P_NGX_BACKEND;
+    location / { default_type application/json; return 200 '{}'; } }"
+ngx_conf front "  upstream backend { server 127.0.0.1:$P_NGX_BACKEND; keepalive 64; keepalive_requests 1000000; }
   # (a) direct: the same answer, over TLS.
   server { listen 127.0.0.1:$P_NGX_DIRECT ssl;
     location / { default_type application/json; return 200 '{}'; } }
   # (b) nginx as the TLS reverse proxy in front of the backend (what the gate replaces).
   server { listen 127.0.0.1:$P_NGX_PROXY ssl;
     location / { proxy_pass http://backend; proxy_http_version 1.1;
-      proxy_set_header Connection ""; proxy_set_header Host \$host:\$server_port;
-      proxy_set_header X-Forwarded-For \$remote_addr; proxy_set_header X-Forwarded-Proto https; } }
-}
-EOF
-nginx -c "$WORK/ngx/nginx.conf" -e "$WORK/ngx/error.log" -g 'daemon off;' &
-PIDS+=($!)
+      proxy_set_header Connection \"\"; proxy_set_header Host \$host:\$server_port;
+      proxy_set_header X-Forwarded-For \$remote_addr; proxy_set_header X-Forwarded-Proto https; } }"
 
 # ---------------------------------------------------------------- Synapse (whitelist), plain + TLS listeners
 cat >"$WORK/syn/log.config" <<EOF
@@ -305,31 +318,39 @@ for line in sys.stdin:
 print(out)' "$1"
 }
 
-# ---- reload under load: wrk on the allow path, publish v2 (100,000 servers) after 1/3 of the run
+# reload_under_load <name> <version>: wrk on the allow path for RELOAD_DURATION s; after a third
+# of it bundle-v<version> is published (symlink swap + SIGHUP). Sets R[<name>_log_ms] (SIGHUP ->
+# "loaded" log line), R[<name>_seen_ms] (SIGHUP -> list_version on /metrics, polled every
+# 10 ms), R[<name>_loaded] (reloads_total{loaded} delta), R[load_<name>]; wrk in wrk-<name>.txt.
 RELOAD_DURATION=$((DURATION + 5))
-R[load_reload]=$(load1)
-log "reload under load: wrk ${RELOAD_DURATION}s on the allow path, publishing the 100,000-server list "
-reloads_before=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_reloads_total\{result="loaded"\}/ {print $2}')
-run_wrk reload "https://127.0.0.1:$P_GATE_ALLOW" "$AUTH_ALLOW" "$RELOAD_DURATION" &
-WRK_PID=$!
-sleep $((RELOAD_DURATION / 3))
-ln -s "$WORK/bundle-v2" "$WORK/policy.new"
-mv -T "$WORK/policy.new" "$WORK/policy"
-kill -HUP "$GATE_ALLOW_PID"
-t_hup=$(date +%s.%N)
-version=0
-for _ in $(seq 1 300); do
-    version=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_list_version/ {print $2}')
-    [[ $version == 2 ]] && break
-    sleep 0.01
-done
-t_seen=$(date +%s.%N)
-wait "$WRK_PID"
-reloads_after=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_reloads_total\{result="loaded"\}/ {print $2}')
-[[ $version == 2 ]] || die "the gate did not load list version 2: $(tail -5 "$WORK/gate-allow/log")"
-R[reload_log_ms]=$(reload_log_ms 2)
-R[reload_seen_ms]=$(python3 -c "print('%.0f' % (($t_seen - $t_hup) * 1000))")
-R[reloads_loaded]=$(python3 -c "print(int(float('${reloads_after:-0}') - float('${reloads_before:-0}')))")
+reload_under_load() {
+    local name=$1 v=$2 version=0 t_hup t_seen before after
+    R[load_$name]=$(load1)
+    log "reload under load ($name): wrk ${RELOAD_DURATION}s on the allow path, publishing list version $v "
+    before=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_reloads_total\{result="loaded"\}/ {print $2}')
+    run_wrk "$name" "https://127.0.0.1:$P_GATE_ALLOW" "$AUTH_ALLOW" "$RELOAD_DURATION" &
+    WRK_PID=$!
+    sleep $((RELOAD_DURATION / 3))
+    ln -s "$WORK/bundle-v$v" "$WORK/policy.new"
+    mv -T "$WORK/policy.new" "$WORK/policy"
+    kill -HUP "$GATE_ALLOW_PID"
+    t_hup=$(date +%s.%N)
+    for _ in $(seq 1 300); do
+        version=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_list_version/ {print $2}')
+        [[ $version == "$v" ]] && break
+        sleep 0.01
+    done
+    t_seen=$(date +%s.%N)
+    wait "$WRK_PID"
+    after=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_reloads_total\{result="loaded"\}/ {print $2}')
+    [[ $version == "$v" ]] || die "the gate did not load list version $v: $(tail -5 "$WORK/gate-allow/log")"
+    R[${name}_log_ms]=$(reload_log_ms "$v")
+    R[${name}_seen_ms]=$(python3 -c "print('%.0f' % (($t_seen - $t_hup) * 1000))")
+    R[${name}_loaded]=$(python3 -c "print(int(float('${after:-0}') - float('${before:-0}')))")
+}
+
+# ---- first large list under load: v1 (2 servers) -> v2 (100,000 servers)
+reload_under_load reload 2
 
 # ---- the same reload on an idle gate (v2 -> v3, both 100,000 servers): time and the gate's CPU
 sleep 3
@@ -350,12 +371,16 @@ R[reload_idle_ms]=$(reload_log_ms 3)
 R[reload_idle_cpu_ms]=$(((g1 - g0) * 1000 / CLK_TCK))
 R[rss_after_reload]=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$GATE_ALLOW_PID/status")
 
+# ---- steady state under load: one 100,000-server list replaced by another (v3 -> v4)
+sleep 3
+reload_under_load reload_steady 4
+
 # ---------------------------------------------------------------- report
 f() { wrk_field "$WORK/wrk-$1.txt" "$2"; }
 ratio() { python3 -c "a, b = float('$1' or 0), float('$2' or 0); print('%.2f' % (a / b) if b else 'n/a')"; }
 diff_ms() { python3 -c "print('%+.2f' % (float('$1') - float('$2')))"; }
 echo
-echo "### Federation gate (wrk), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, TLS 1.3 P-256 on every target, work dir on $TMPROOT"
+echo "### Federation gate (wrk), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, TLS 1.3 P-256 on every target, work dir on $TMPROOT, gate environment: ${GATE_ENV:-none}"
 echo
 echo "Deny path (unlisted origin, GET query/profile, both answer 403):"
 echo
@@ -389,11 +414,17 @@ for rep in $(seq 1 "$REPS"); do
     echo "| $rep | | **gate vs nginx proxy** | **$(ratio "$(f gate-allow-$rep rps)" "$(f ngx-proxy-$rep rps)")×** | | p99 $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-proxy-$rep p99)") ms vs (b), $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-direct-$rep p99)") ms vs (a) | | |"
 done
 echo
-echo "Reload under load (allow path, wrk ${RELOAD_DURATION}s, new signed list of 100,000 servers, $(du -h "$WORK/bundle-v2/federation.yaml" | cut -f1) ${LIST_SYNTAX^^} syntax, published by symlink swap + SIGHUP at ~$((RELOAD_DURATION / 3)) s; load / busy cores before: ${R[load_reload]}):"
+echo "Reload under load (allow path, wrk ${RELOAD_DURATION}s, signed lists of 100,000 servers, $(du -h "$WORK/bundle-v2/federation.yaml" | cut -f1) ${LIST_SYNTAX^^} syntax, published by symlink swap + SIGHUP at ~$((RELOAD_DURATION / 3)) s; 'loaded' is logged when the new list is swapped in, before the last-known-good write):"
 echo
-echo "| SIGHUP -> 'federation list loaded' (gate log) | SIGHUP -> list_version 2 on /metrics | reloads_total{loaded} delta | req/s | p99 ms | max ms | non-2xx | socket errors |"
-echo "|---|---|---|---|---|---|---|---|"
-echo "| ${R[reload_log_ms]} ms | ${R[reload_seen_ms]} ms | ${R[reloads_loaded]} | $(f reload rps) | $(f reload p99) | $(awk '/Latency/ {print $4; exit}' "$WORK/wrk-reload.txt") | $(f reload non2xx) | $(f reload errors) |"
+echo "| reload | load / busy cores before | SIGHUP -> 'federation list loaded' (gate log) | SIGHUP -> new list_version on /metrics | reloads_total{loaded} delta | req/s | p99 ms | max ms | non-2xx | socket errors |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+for name in reload reload_steady; do
+    case $name in
+        reload) label="v1 (2 servers) -> v2 (first large list)" ;;
+        reload_steady) label="v3 -> v4 (100,000 replaced by 100,000)" ;;
+    esac
+    echo "| $label | ${R[load_$name]} | ${R[${name}_log_ms]} ms | ${R[${name}_seen_ms]} ms | ${R[${name}_loaded]} | $(f $name rps) | $(f $name p99) | $(awk '/Latency/ {print $4; exit}' "$WORK/wrk-$name.txt") | $(f $name non2xx) | $(f $name errors) |"
+done
 echo
 echo "Same reload on the idle gate (v2 -> v3, 100,000 servers each; load / busy cores before: ${R[load_reload_idle]}): ${R[reload_idle_ms]} ms from SIGHUP to 'loaded', gate CPU ${R[reload_idle_cpu_ms]} ms, gate RSS afterwards ${R[rss_after_reload]} MiB."
 echo
