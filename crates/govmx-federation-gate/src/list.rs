@@ -7,8 +7,8 @@
 //! - **Primary source**: the bundle directory or HTTPS URL ([`BundleSource`]). [`ListStore::poll`]
 //!   reads the bundle's files into memory and compares them and the trust file with the ones
 //!   behind the list in use. Unchanged, they only refresh the confirmation time; changed, they
-//!   are verified (signatures, threshold; on a blocking thread, so a large list never stalls
-//!   request handling) and swapped in; a failure keeps the old list and counts `failed`.
+//!   are verified (signatures, threshold; on the store's reload thread, so a large list never
+//!   stalls request handling) and swapped in; a failure keeps the old list and counts `failed`.
 //! - **No rollback**: a bundle whose version is lower than the list in use, or the same version
 //!   with other content, is refused (a replayed old list cannot re-admit a removed server).
 //! - **Last-known-good**: after each successful verification the exact bytes verified are written
