@@ -157,5 +157,5 @@ fn example_prometheus_config_loads_the_rules() {
     let (ok, out) = promtool(&["check", "config", path.to_str().unwrap()], None)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(ok, "promtool check config:\n{out}");
-    assert!(out.contains("18 rules found"), "{out}");
+    assert!(out.contains("19 rules found"), "{out}");
 }

@@ -12,7 +12,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
+
+use crate::metrics::Metrics;
 
 /// One denial.
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +67,10 @@ pub struct AuditLog {
 #[derive(Debug)]
 struct Queue {
     state: Mutex<QueueState>,
+    /// `govmx_gate_audit_write_errors_total`.
+    write_errors: Counter,
+    /// `govmx_gate_audit_queued_bytes`.
+    queued_bytes: Gauge,
     /// Signalled when there is something for the writer (entries, a new file, closing).
     work: Condvar,
     /// Signalled after each write (for `flush` and for recorders waiting for room).
@@ -94,10 +102,12 @@ pub struct AuditError {
 impl AuditLog {
     /// Opens (creates) `path` for appending, creates the parent directory, and starts the
     /// writer thread.
-    pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
+    pub fn open(path: &Path, metrics: &Metrics) -> Result<AuditLog, AuditError> {
         let file = open_append(path)?;
         let shared = Arc::new(Queue {
             state: Mutex::new(QueueState::default()),
+            write_errors: metrics.audit_write_errors.clone(),
+            queued_bytes: metrics.audit_queued_bytes.clone(),
             work: Condvar::new(),
             written: Condvar::new(),
         });
@@ -149,6 +159,9 @@ impl AuditLog {
         }
         state.pending.extend_from_slice(&line);
         state.queued += 1;
+        self.shared
+            .queued_bytes
+            .set(i64::try_from(state.pending.len()).unwrap_or(i64::MAX));
         // Only an idle writer needs waking: a busy one takes this entry with its next swap.
         if state.writer_idle {
             state.writer_idle = false;
@@ -202,12 +215,14 @@ fn write_loop(queue: &Queue, mut file: File, path: &Path) {
                 file = new_file;
             }
             std::mem::swap(&mut batch, &mut state.pending);
+            queue.queued_bytes.set(0);
             (state.queued, state.closing)
         };
         // Room again for recorders that waited.
         queue.written.notify_all();
         if !batch.is_empty() {
             if let Err(error) = file.write_all(&batch) {
+                queue.write_errors.inc();
                 tracing::error!(%error, path = %path.display(), bytes = batch.len(), "cannot write audit log");
             }
             batch.clear();
@@ -267,6 +282,10 @@ mod tests {
         }
     }
 
+    fn metrics() -> Metrics {
+        Metrics::register(&mut prometheus_client::registry::Registry::default())
+    }
+
     fn reasons(path: &Path) -> Vec<String> {
         std::fs::read_to_string(path)
             .unwrap_or_default()
@@ -283,7 +302,7 @@ mod tests {
     fn concurrent_entries_are_whole_lines_and_none_is_lost() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("audit/denials.jsonl");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, &metrics()).unwrap();
         std::thread::scope(|scope| {
             for t in 0..4 {
                 let log = &log;
@@ -307,7 +326,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("denials.jsonl");
         let moved = tmp.path().join("denials.jsonl.1");
-        let log = AuditLog::open(&path).unwrap();
+        let log = AuditLog::open(&path, &metrics()).unwrap();
         log.record(&entry("before rotation"));
         log.flush();
         std::fs::rename(&path, &moved).unwrap();
@@ -324,5 +343,19 @@ mod tests {
             "dropping the log writes every queued entry"
         );
         assert_eq!(after[499], "after 499");
+    }
+
+    #[test]
+    fn a_failed_write_is_counted_and_logging_goes_on() {
+        // /dev/full accepts the open and fails every write with ENOSPC: a full disk.
+        let metrics = metrics();
+        let log = AuditLog::open(Path::new("/dev/full"), &metrics).unwrap();
+        log.record(&entry("lost"));
+        log.flush();
+        assert_eq!(metrics.audit_write_errors.get(), 1);
+        log.record(&entry("also lost"));
+        log.flush();
+        assert_eq!(metrics.audit_write_errors.get(), 2);
+        assert_eq!(metrics.audit_queued_bytes.get(), 0);
     }
 }

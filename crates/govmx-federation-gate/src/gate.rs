@@ -212,9 +212,9 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         .parse::<http::uri::Authority>()
         .map_err(|error| StartError::Upstream(error.to_string()))?;
     let tls_config = tls::server_config(&config.inbound.tls_cert, &config.inbound.tls_key)?;
-    let audit = AuditLog::open(&config.audit_log)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let audit = AuditLog::open(&config.audit_log, &metrics)?;
     let store = ListStore::new(&config.policy, &config.server_name, metrics.clone())
         .map_err(StartError::Source)?;
     store.load_initial(SystemTime::now()).await;

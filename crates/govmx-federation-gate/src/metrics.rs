@@ -10,6 +10,9 @@
 //! - `govmx_gate_removed_pdus_total`, `govmx_gate_removed_edus_total`: relayed events filtered
 //!   out of transactions;
 //! - `govmx_gate_tunnels_active`: open CONNECT tunnels;
+//! - `govmx_gate_audit_write_errors_total`: audit log writes that failed (each one also logs an
+//!   error; the entries of a failed write are lost, so alert on any increase);
+//! - `govmx_gate_audit_queued_bytes`: encoded audit entries waiting for the audit thread;
 //! - `govmx_gate_key_fetches_total{result}`: strict-mode key lookups for servers without pinned
 //!   keys (`fetched`, `cached`, `failed`, `backoff`).
 
@@ -74,6 +77,10 @@ pub struct Metrics {
     pub removed_edus: Counter,
     /// Open CONNECT tunnels.
     pub tunnels_active: Gauge,
+    /// Failed audit log writes.
+    pub audit_write_errors: Counter,
+    /// Bytes of audit entries waiting for the audit thread.
+    pub audit_queued_bytes: Gauge,
     /// Signing-key lookups for unpinned servers in strict mode, by result.
     pub key_fetches: Family<KeyFetchLabels, Counter>,
 }
@@ -91,6 +98,8 @@ impl Metrics {
             removed_pdus: Counter::default(),
             removed_edus: Counter::default(),
             tunnels_active: Gauge::default(),
+            audit_write_errors: Counter::default(),
+            audit_queued_bytes: Gauge::default(),
             key_fetches: Family::default(),
         };
         metrics.list_version.set(-1);
@@ -139,6 +148,16 @@ impl Metrics {
             "govmx_gate_tunnels_active",
             "Open CONNECT tunnels",
             metrics.tunnels_active.clone(),
+        );
+        r.register(
+            "govmx_gate_audit_write_errors",
+            "Audit log writes that failed (their entries are lost)",
+            metrics.audit_write_errors.clone(),
+        );
+        r.register(
+            "govmx_gate_audit_queued_bytes",
+            "Bytes of audit entries waiting for the audit thread",
+            metrics.audit_queued_bytes.clone(),
         );
         r.register(
             "govmx_gate_key_fetches",
