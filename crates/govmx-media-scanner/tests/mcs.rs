@@ -520,6 +520,15 @@ async fn identical_concurrent_requests_share_one_scan() {
     let clamd = ScriptedClamd::start(V1).await;
     let hs = FakeHomeserver::start().await;
     let (gate, _) = start_mcs(&hs, &[clamd.addr.to_string()], "").await;
+    // Verdicts are cached per clamd DB version, which the scanner learns from its first probe;
+    // under load that probe can come after the first scans (then nothing is cached).
+    let up = format!("govmx_media_clamd_up{{address=\"{}\"}}", clamd.addr);
+    poll(
+        "the first clamd probe",
+        Duration::from_secs(10),
+        async || (metric(&gate, &up).await? == 1.0).then_some(()),
+    )
+    .await;
     hs.put("slow2", &noise(4096));
     let enc = encrypt(&noise(4096), "slow3");
     hs.put("slow3", &enc.ciphertext);
