@@ -11,15 +11,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use govmx_e2e::{DEADLINE, NetSpec, PASSWORD, wait_for_log};
+use govmx_e2e::{DEADLINE, NetSpec, PASSWORD, poll_until, wait_for_log};
 use govmx_stack::module::{ModuleSpec, ensure_module};
 use govmx_stack::{Credentials, Homeserver, default_cache_dir, ensure_synapse};
 use serde_json::{Value, json};
 
+/// Writes the policy set; `citizen: None` leaves the citizen server off the federation list.
 fn write_policy(
     dir: &Path,
     agency: &str,
-    citizen: &str,
+    citizen: Option<&str>,
     version: u64,
     citizens_may_talk: bool,
 ) -> anyhow::Result<()> {
@@ -34,9 +35,11 @@ fn write_policy(
             "federation.yaml",
             format!(
                 "apiVersion: govmx.de/v1\nkind: FederationList\n{}servers:\n\
-                 \x20 - {{serverName: \"{agency}\", organisation: {{id: amt, displayName: Amt}}, class: agency}}\n\
-                 \x20 - {{serverName: \"{citizen}\", organisation: {{id: buerger, displayName: Buerger}}, class: citizen}}\n",
-                meta(", maxAge: 3650d")
+                 \x20 - {{serverName: \"{agency}\", organisation: {{id: amt, displayName: Amt}}, class: agency}}\n{}",
+                meta(", maxAge: 3650d"),
+                citizen.map_or(String::new(), |citizen| format!(
+                    "  - {{serverName: \"{citizen}\", organisation: {{id: buerger, displayName: Buerger}}, class: citizen}}\n"
+                ))
             ),
         ),
         (
@@ -189,7 +192,7 @@ async fn contact_rules_grants_room_limits_and_hot_reload() -> anyhow::Result<()>
     write_policy(
         &policy,
         &agency.server_name(),
-        &citizen.server_name(),
+        Some(&citizen.server_name()),
         1,
         false,
     )?;
@@ -289,7 +292,7 @@ async fn contact_rules_grants_room_limits_and_hot_reload() -> anyhow::Result<()>
     write_policy(
         &policy,
         &agency.server_name(),
-        &citizen.server_name(),
+        Some(&citizen.server_name()),
         2,
         true,
     )?;
@@ -300,6 +303,143 @@ async fn contact_rules_grants_room_limits_and_hot_reload() -> anyhow::Result<()>
         "after the change citizens may contact each other: {body}"
     );
     assert_eq!(citizen.process().pid(), citizen_pid, "no restart");
+    Ok(())
+}
+
+/// Whether `hs`'s database holds the event (Synapse's `events` table).
+fn event_stored(hs: &Homeserver, event_id: &str) -> anyhow::Result<bool> {
+    let db = hs.data_dir().join("homeserver.db");
+    let conn = rusqlite::Connection::open_with_flags(
+        &db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", db.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let count: i64 = conn.query_row(
+        "SELECT count(*) FROM events WHERE event_id = ?1",
+        [event_id],
+        |row| row.get(0),
+    )?;
+    Ok(count > 0)
+}
+
+/// Sends a text message as `who`; returns the event ID.
+async fn send_text(
+    http: &reqwest::Client,
+    hs: &Homeserver,
+    who: &Credentials,
+    room: &str,
+    text: &str,
+) -> anyhow::Result<String> {
+    let (status, body) = call(
+        http,
+        reqwest::Method::PUT,
+        format!(
+            "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            hs.client_url(),
+            encode(room),
+            encode(text)
+        ),
+        who,
+        Some(json!({"msgtype": "m.text", "body": text})),
+    )
+    .await?;
+    if status != 200 {
+        bail!(
+            "sending {text:?} as {} failed: {status} {body}",
+            who.user_id
+        );
+    }
+    Ok(body["event_id"].as_str().context("event_id")?.to_owned())
+}
+
+/// Waits until `hs` has stored the event.
+async fn wait_stored(hs: &Homeserver, event_id: &str) -> anyhow::Result<()> {
+    poll_until(
+        &format!("{event_id} stored on {}", hs.server_name()),
+        DEADLINE,
+        Duration::from_millis(100),
+        async || Ok(event_stored(hs, event_id)?.then_some(())),
+    )
+    .await
+}
+
+/// Events are dropped on arrival when their *author's* server is not on the federation list
+/// (the module's `should_drop_federated_event`), whichever server relays them. Here the gates
+/// still let the citizen server through (they have their own list), so what stops its events
+/// after a list without it is published is the module alone: Synapse logs the drop and its
+/// database never holds the event. Listing the server again lets its next event in, without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_authored_off_the_list_are_dropped_on_arrival() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let policy = dir.path().join("policy");
+    std::fs::create_dir_all(&policy)?;
+    let net = NetSpec::default()
+        .homeserver_with_module("agency", ModuleSpec::new(&policy))
+        .homeserver_with_module("citizen", ModuleSpec::new(&policy))
+        .start_in(dir)
+        .await?;
+    let (agency, citizen) = (net.hs("agency"), net.hs("citizen"));
+    let (agency_name, citizen_name) = (agency.server_name(), citizen.server_name());
+    write_policy(&policy, &agency_name, Some(&citizen_name), 1, false)?;
+    wait_for_log(agency, "govmx policy: loaded version 1").await?;
+    wait_for_log(citizen, "govmx policy: loaded version 1").await?;
+
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let official = agency.register_user("amt", PASSWORD).await?;
+    let erika = citizen.register_user("erika", PASSWORD).await?;
+    let room = new_room(&http, agency, &official).await?;
+    let (status, body) = invite(&http, agency, &official, &room, &erika.user_id).await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &http,
+        reqwest::Method::POST,
+        format!(
+            "{}/_matrix/client/v3/join/{}?server_name={}",
+            citizen.client_url(),
+            encode(&room),
+            encode(&agency_name)
+        ),
+        &erika,
+        Some(json!({})),
+    )
+    .await?;
+    assert_eq!(status, 200, "the citizen joins over federation: {body}");
+    let listed = send_text(&http, citizen, &erika, &room, "while-listed").await?;
+    wait_stored(agency, &listed).await?;
+
+    // A list without the citizen server. The agency's module takes it; the citizen's module
+    // refuses it (its own server is missing) and keeps version 1.
+    write_policy(&policy, &agency_name, None, 2, false)?;
+    wait_for_log(agency, "govmx policy: loaded version 2").await?;
+    let dropped = send_text(&http, citizen, &erika, &room, "while-off-the-list").await?;
+    wait_for_log(agency, &format!("govmx dropped federated event {dropped}")).await?;
+    let log = std::fs::read_to_string(agency.process().log_path())?;
+    assert!(
+        log.contains(&format!("contains spam, dropping {dropped}")),
+        "Synapse itself reports the drop"
+    );
+    assert!(
+        log.contains("[origin-not-listed]"),
+        "the module names the rule"
+    );
+    assert!(
+        !event_stored(agency, &dropped)?,
+        "a dropped event never reaches the agency's database"
+    );
+    assert!(
+        event_stored(citizen, &dropped)?,
+        "the citizen server did send it"
+    );
+
+    // Listed again: the citizen's next event arrives, nothing was restarted.
+    let agency_pid = agency.process().pid();
+    write_policy(&policy, &agency_name, Some(&citizen_name), 3, false)?;
+    wait_for_log(agency, "govmx policy: loaded version 3").await?;
+    let relisted = send_text(&http, citizen, &erika, &room, "listed-again").await?;
+    wait_stored(agency, &relisted).await?;
+    assert_eq!(agency.process().pid(), agency_pid, "no restart");
     Ok(())
 }
 
@@ -394,7 +534,7 @@ async fn remote_eicar_is_refused_over_federation() -> anyhow::Result<()> {
     write_policy(
         &policy,
         &agency.server_name(),
-        &citizen.server_name(),
+        Some(&citizen.server_name()),
         1,
         false,
     )?;

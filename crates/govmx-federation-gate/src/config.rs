@@ -63,11 +63,11 @@ pub struct InboundConfig {
     /// list: `remove` them before Synapse sees the transaction (reported back to the sender),
     /// or only `report` them (audit log and metrics, forwarded unchanged).
     ///
-    /// Caveat: Synapse verifies the X-Matrix signature over the *body it receives*; a
-    /// transaction the gate changed no longer matches the sender's signature, so stock Synapse
-    /// refuses it (401) and the sender retries. `remove` therefore needs an upstream that trusts
-    /// the gate's verification (strict mode); with stock Synapse use `report` and drop relayed
-    /// events in the Synapse module.
+    /// Default `report`. Synapse verifies the X-Matrix signature over the *body it receives*;
+    /// a transaction the gate changed no longer matches the sender's signature, so stock
+    /// Synapse refuses it (401) and the sender retries. `remove` therefore needs an upstream that
+    /// trusts the gate's verification (strict mode); with stock Synapse keep `report`: the
+    /// govmx Synapse module drops such events on arrival (`should_drop_federated_event`).
     #[serde(default)]
     pub relayed_events: RelayedEvents,
     /// Strict mode: verify every X-Matrix signature at the edge with the signing keys pinned in
@@ -103,9 +103,9 @@ pub struct KeyFetchConfig {
 #[serde(rename_all = "lowercase")]
 pub enum RelayedEvents {
     /// Remove them from the transaction and report them in the answer.
-    #[default]
     Remove,
     /// Only audit and count them; forward the transaction unchanged.
+    #[default]
     Report,
 }
 

@@ -569,6 +569,32 @@ impl Engine {
             Err(_) => Some(invalid_user(user)),
         }
     }
+
+    /// `should_drop_federated_event`: may an event authored by `sender` arrive over federation?
+    /// Its author's server (the server part of `sender`, whichever server relayed it) must be on
+    /// the federation list, exactly as an `origin` at the gate. No policy, an expired list or an
+    /// invalid sender: refused (fail closed).
+    pub fn may_receive_federated_event(
+        &self,
+        sender: &str,
+        now: OffsetDateTime,
+    ) -> Option<Refusal> {
+        let Some(loaded) = self.current() else {
+            return Some(Engine::unavailable());
+        };
+        let sender = match <&UserId>::try_from(sender) {
+            Ok(id) => id,
+            Err(_) => return Some(invalid_user(sender)),
+        };
+        let decision = loaded
+            .set
+            .may_federate(sender.server_name(), &self.own, now);
+        if decision.is_allowed() {
+            None
+        } else {
+            Some(Refusal::from_decision(decision, "M_FORBIDDEN"))
+        }
+    }
 }
 
 fn parse_users<'a>(

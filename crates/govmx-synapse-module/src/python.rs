@@ -143,6 +143,15 @@ impl PyEngine {
         tuple(self.engine.may_join_room(user, is_invited, to_time(now)))
     }
 
+    /// `None` (allowed) or `(errcode, reason, rule)`: the author of a federated event.
+    #[pyo3(signature = (sender, now=None))]
+    fn federated_event_allowed(&self, sender: &str, now: Option<f64>) -> Option<RefusalTuple> {
+        tuple(
+            self.engine
+                .may_receive_federated_event(sender, to_time(now)),
+        )
+    }
+
     /// The grants API: `(status, json_body)`.
     #[pyo3(signature = (method, issuer, grant_id, body, now=None))]
     fn grants_api(

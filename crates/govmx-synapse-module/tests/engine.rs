@@ -101,6 +101,47 @@ fn contact_decisions_and_errcodes() {
     assert_eq!(engine.may_join_room(ERIKA, false, now()), None);
 }
 
+/// `should_drop_federated_event`: the author's server decides, whoever relayed the event.
+#[test]
+fn federated_events_from_authors_off_the_list_are_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    policy_copy(dir.path());
+    let engine = engine(dir.path(), "amt.example.de", serde_json::json!({}));
+    let refusal = engine.may_receive_federated_event(ERIKA, now()).unwrap();
+    assert_eq!(
+        refusal.rule, "policy-unavailable",
+        "nothing loaded: fail closed"
+    );
+
+    assert_eq!(loaded(&engine.poll(now())), Some(1));
+    for listed in [ERIKA, WASSER, OFFICIAL, MAX] {
+        assert_eq!(
+            engine.may_receive_federated_event(listed, now()),
+            None,
+            "{listed}"
+        );
+    }
+    let refusal = engine
+        .may_receive_federated_event("@mallory:evil.example", now())
+        .unwrap();
+    assert_eq!(
+        (refusal.errcode, refusal.rule.as_str()),
+        ("M_FORBIDDEN", "origin-not-listed")
+    );
+    assert!(
+        refusal.reason.contains("evil.example"),
+        "{}",
+        refusal.reason
+    );
+    // Past the list's maximum age nothing federates any more.
+    let later = now() + time::Duration::days(3650);
+    assert!(engine.may_receive_federated_event(ERIKA, later).is_some());
+    for bad in ["", "erika", "@", "@:", "\u{0}", &"@a:".repeat(10_000)] {
+        let refusal = engine.may_receive_federated_event(bad, now()).unwrap();
+        assert_eq!(refusal.rule, "invalid-user-id");
+    }
+}
+
 #[test]
 fn missing_grant_is_deferred_to_the_remote_agency_server() {
     let dir = tempfile::tempdir().unwrap();

@@ -70,6 +70,7 @@ class GovmxModule:
             user_may_join_room=self.user_may_join_room,
             user_may_create_room=self.user_may_create_room,
             check_media_file_for_spam=self.check_media_file_for_spam,
+            should_drop_federated_event=self.should_drop_federated_event,
         )
         api.looping_background_call(
             self._poll, self._engine.reload_interval_ms(), desc="govmx_policy_poll"
@@ -111,6 +112,23 @@ class GovmxModule:
         if answer is not None:
             logger.info("govmx refused federated invite %s -> %s: [%s] %s", event.sender, event.state_key, answer[2], answer[1])
         return _answer(answer)
+
+    async def should_drop_federated_event(self, event: Any) -> bool:
+        """Drops PDUs whose author's server is not on the federation list, whichever listed
+        server relayed them (the gate reports them; Synapse drops them here, after checking
+        their signatures and before staging them)."""
+        answer = self._engine.federated_event_allowed(event.sender)
+        if answer is None:
+            return False
+        logger.warning(
+            "govmx dropped federated event %s from %s in %s: [%s] %s",
+            event.event_id,
+            event.sender,
+            event.room_id,
+            answer[2],
+            answer[1],
+        )
+        return True
 
     async def user_may_join_room(self, user: str, room_id: str, is_invited: bool):
         return _answer(self._engine.user_may_join_room(user, is_invited))
