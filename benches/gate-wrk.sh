@@ -14,6 +14,7 @@
 # Env: DURATION (wrk seconds, default 10), CONNS (16), THREADS (2), REPS (2), LIST_SYNTAX
 #      (json or yaml: the syntax of the 100,000-server list, default json),
 #      GATE_ENV (extra environment for the gates, default none), BENCH_PORT_BASE (28400),
+#      PARTS (which of deny, allow, reload to run; default all three: "deny allow reload"),
 #      KEEP=1 keeps the temp dir, PERF=1 records a perf profile of the gate on the deny and
 #      allow paths (perf report printed to stderr).
 set -euo pipefail
@@ -28,6 +29,8 @@ LIST_SYNTAX=${LIST_SYNTAX:-json}
 # Extra environment for the gates, e.g. GATE_ENV=MIMALLOC_PURGE_DELAY=-1 (tried 2026-12-06: it
 # made reloads slower, not faster; docs/benchmarks.md). Empty: the gate as deployed.
 GATE_ENV=${GATE_ENV:-}
+PARTS=${PARTS:-deny allow reload}
+part() { [[ " $PARTS " == *" $1 "* ]]; }
 SERVER=gate.bench.example
 LISTED=listed.example
 UNLISTED=unlisted.example
@@ -211,16 +214,20 @@ trusted_key_servers: []
 suppress_key_server_warning: true
 federation_domain_whitelist: ["$LISTED"]
 EOF
-"$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$WORK/syn/homeserver.yaml" --generate-keys >/dev/null 2>&1
-"$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$WORK/syn/homeserver.yaml" >"$WORK/syn/stdout" 2>&1 &
-SYN_PID=$!
-PIDS+=("$SYN_PID")
+if part deny; then
+        "$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$WORK/syn/homeserver.yaml" --generate-keys >/dev/null 2>&1
+        "$SYNAPSE_VENV/bin/python" -m synapse.app.homeserver -c "$WORK/syn/homeserver.yaml" >"$WORK/syn/stdout" 2>&1 &
+        SYN_PID=$!
+        PIDS+=("$SYN_PID")
+fi
 
 wait_http "http://127.0.0.1:$P_NGX_BACKEND/" 30
 wait_http "https://127.0.0.1:$P_GATE_DENY/_matrix/federation/v1/version" 30
 wait_http "https://127.0.0.1:$P_GATE_ALLOW/_matrix/federation/v1/version" 30
-wait_http "http://127.0.0.1:$P_SYN_PLAIN/_matrix/federation/v1/version" 60
-wait_http "https://127.0.0.1:$P_SYN_TLS/_matrix/federation/v1/version" 30
+if part deny; then
+        wait_http "http://127.0.0.1:$P_SYN_PLAIN/_matrix/federation/v1/version" 60
+        wait_http "https://127.0.0.1:$P_SYN_TLS/_matrix/federation/v1/version" 30
+fi
 
 PATH_Q="/_matrix/federation/v1/query/profile?user_id=%40alice%3A$SERVER&field=displayname"
 SIG="sig=\"dGhpcyBpcyBub3QgYSByZWFsIHNpZ25hdHVyZSBidXQgaXQgaXMgYmFzZTY0IGVuY29kZWQgYW5kIGxvbmc\""
@@ -229,10 +236,12 @@ AUTH_ALLOW="X-Matrix origin=\"$LISTED\",destination=\"$SERVER\",key=\"ed25519:a\
 
 # Sanity: the status each target answers with this request.
 status() { curl -s -o "$WORK/last-body" -w '%{http_code}' --cacert "$WORK/certs/ca.pem" -H "Authorization: $2" "$1$PATH_Q"; }
-s_gate=$(status "https://127.0.0.1:$P_GATE_DENY" "$AUTH_DENY")
-s_syn=$(status "https://127.0.0.1:$P_SYN_TLS" "$AUTH_DENY")
-log "deny: gate -> $s_gate, Synapse -> $s_syn $(cat "$WORK/last-body")"
-[[ $s_gate == 403 && $s_syn == 403 ]] || die "expected 403 from both (gate $s_gate, Synapse $s_syn)"
+if part deny; then
+        s_gate=$(status "https://127.0.0.1:$P_GATE_DENY" "$AUTH_DENY")
+        s_syn=$(status "https://127.0.0.1:$P_SYN_TLS" "$AUTH_DENY")
+        log "deny: gate -> $s_gate, Synapse -> $s_syn $(cat "$WORK/last-body")"
+        [[ $s_gate == 403 && $s_syn == 403 ]] || die "expected 403 from both (gate $s_gate, Synapse $s_syn)"
+fi
 for target in "$P_NGX_DIRECT" "$P_NGX_PROXY" "$P_GATE_ALLOW"; do
     s=$(status "https://127.0.0.1:$target" "$AUTH_ALLOW")
     [[ $s == 200 ]] || die "allow path on port $target answered $s"
@@ -261,42 +270,46 @@ perf_off() { # <name>
 declare -A R
 sleep 2
 for rep in $(seq 1 "$REPS"); do
-    # ---- deny path
-    R[load_deny_$rep]=$(load1)
-    s0=$(cpu_ticks "$SYN_PID")
-    g0=$(cpu_ticks "$GATE_DENY_PID")
-    l0=$(syn_deny_lines)
-    [[ $rep == 1 ]] && perf_on "$GATE_DENY_PID" deny
-    log "rep $rep: deny path, gate "
-    run_wrk "gate-deny-$rep" "https://127.0.0.1:$P_GATE_DENY" "$AUTH_DENY"
-    [[ $rep == 1 ]] && perf_off deny
-    s1=$(cpu_ticks "$SYN_PID")
-    g1=$(cpu_ticks "$GATE_DENY_PID")
-    R[syn_lines_gate_$rep]=$(($(syn_deny_lines) - l0))
-    R[gate_audit_lines_$rep]=$(wc -l <"$WORK/gate-deny/audit.jsonl")
-    R[syn_cpu_during_gate_$rep]=$(((s1 - s0) * 1000 / CLK_TCK))
-    R[gate_cpu_deny_$rep]=$(((g1 - g0) * 1000 / CLK_TCK))
-    sleep 2
-    log "rep $rep: deny path, Synapse federation_domain_whitelist "
-    s0=$(cpu_ticks "$SYN_PID")
-    run_wrk "syn-deny-$rep" "https://127.0.0.1:$P_SYN_TLS" "$AUTH_DENY"
-    s1=$(cpu_ticks "$SYN_PID")
-    R[syn_cpu_own_$rep]=$(((s1 - s0) * 1000 / CLK_TCK))
-    sleep 2
-    # ---- allow path
-    R[load_allow_$rep]=$(load1)
-    log "rep $rep: allow path "
-    run_wrk "ngx-direct-$rep" "https://127.0.0.1:$P_NGX_DIRECT" "$AUTH_ALLOW"
-    sleep 1
-    run_wrk "ngx-proxy-$rep" "https://127.0.0.1:$P_NGX_PROXY" "$AUTH_ALLOW"
-    sleep 1
-    g0=$(cpu_ticks "$GATE_ALLOW_PID")
-    [[ $rep == 1 ]] && perf_on "$GATE_ALLOW_PID" allow
-    run_wrk "gate-allow-$rep" "https://127.0.0.1:$P_GATE_ALLOW" "$AUTH_ALLOW"
-    [[ $rep == 1 ]] && perf_off allow
-    g1=$(cpu_ticks "$GATE_ALLOW_PID")
-    R[gate_cpu_allow_$rep]=$(((g1 - g0) * 1000 / CLK_TCK))
-    sleep 2
+    if part deny; then
+        # ---- deny path
+        R[load_deny_$rep]=$(load1)
+        s0=$(cpu_ticks "$SYN_PID")
+        g0=$(cpu_ticks "$GATE_DENY_PID")
+        l0=$(syn_deny_lines)
+        [[ $rep == 1 ]] && perf_on "$GATE_DENY_PID" deny
+        log "rep $rep: deny path, gate "
+        run_wrk "gate-deny-$rep" "https://127.0.0.1:$P_GATE_DENY" "$AUTH_DENY"
+        [[ $rep == 1 ]] && perf_off deny
+        s1=$(cpu_ticks "$SYN_PID")
+        g1=$(cpu_ticks "$GATE_DENY_PID")
+        R[syn_lines_gate_$rep]=$(($(syn_deny_lines) - l0))
+        R[gate_audit_lines_$rep]=$(wc -l <"$WORK/gate-deny/audit.jsonl")
+        R[syn_cpu_during_gate_$rep]=$(((s1 - s0) * 1000 / CLK_TCK))
+        R[gate_cpu_deny_$rep]=$(((g1 - g0) * 1000 / CLK_TCK))
+        sleep 2
+        log "rep $rep: deny path, Synapse federation_domain_whitelist "
+        s0=$(cpu_ticks "$SYN_PID")
+        run_wrk "syn-deny-$rep" "https://127.0.0.1:$P_SYN_TLS" "$AUTH_DENY"
+        s1=$(cpu_ticks "$SYN_PID")
+        R[syn_cpu_own_$rep]=$(((s1 - s0) * 1000 / CLK_TCK))
+        sleep 2
+    fi
+    if part allow; then
+        # ---- allow path
+        R[load_allow_$rep]=$(load1)
+        log "rep $rep: allow path "
+        run_wrk "ngx-direct-$rep" "https://127.0.0.1:$P_NGX_DIRECT" "$AUTH_ALLOW"
+        sleep 1
+        run_wrk "ngx-proxy-$rep" "https://127.0.0.1:$P_NGX_PROXY" "$AUTH_ALLOW"
+        sleep 1
+        g0=$(cpu_ticks "$GATE_ALLOW_PID")
+        [[ $rep == 1 ]] && perf_on "$GATE_ALLOW_PID" allow
+        run_wrk "gate-allow-$rep" "https://127.0.0.1:$P_GATE_ALLOW" "$AUTH_ALLOW"
+        [[ $rep == 1 ]] && perf_off allow
+        g1=$(cpu_ticks "$GATE_ALLOW_PID")
+        R[gate_cpu_allow_$rep]=$(((g1 - g0) * 1000 / CLK_TCK))
+        sleep 2
+    fi
 done
 
 # reload_log_ms <version>: the gate's own log, "SIGHUP" line -> "federation list loaded" line of
@@ -350,30 +363,32 @@ reload_under_load() {
 }
 
 # ---- first large list under load: v1 (2 servers) -> v2 (100,000 servers)
-reload_under_load reload 2
+if part reload; then
+    reload_under_load reload 2
 
-# ---- the same reload on an idle gate (v2 -> v3, both 100,000 servers): time and the gate's CPU
-sleep 3
-R[load_reload_idle]=$(load1)
-g0=$(cpu_ticks "$GATE_ALLOW_PID")
-ln -s "$WORK/bundle-v3" "$WORK/policy.new"
-mv -T "$WORK/policy.new" "$WORK/policy"
-kill -HUP "$GATE_ALLOW_PID"
-for _ in $(seq 1 300); do
-    version=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_list_version/ {print $2}')
-    [[ $version == 3 ]] && break
-    sleep 0.01
-done
-sleep 0.2
-g1=$(cpu_ticks "$GATE_ALLOW_PID")
-[[ $version == 3 ]] || die "the gate did not load list version 3"
-R[reload_idle_ms]=$(reload_log_ms 3)
-R[reload_idle_cpu_ms]=$(((g1 - g0) * 1000 / CLK_TCK))
-R[rss_after_reload]=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$GATE_ALLOW_PID/status")
+    # ---- the same reload on an idle gate (v2 -> v3, both 100,000 servers): time and the gate's CPU
+    sleep 3
+    R[load_reload_idle]=$(load1)
+    g0=$(cpu_ticks "$GATE_ALLOW_PID")
+    ln -s "$WORK/bundle-v3" "$WORK/policy.new"
+    mv -T "$WORK/policy.new" "$WORK/policy"
+    kill -HUP "$GATE_ALLOW_PID"
+    for _ in $(seq 1 300); do
+        version=$(curl -s "http://127.0.0.1:$P_GATE_ALLOW_ADMIN/metrics" | awk '/^govmx_gate_list_version/ {print $2}')
+        [[ $version == 3 ]] && break
+        sleep 0.01
+    done
+    sleep 0.2
+    g1=$(cpu_ticks "$GATE_ALLOW_PID")
+    [[ $version == 3 ]] || die "the gate did not load list version 3"
+    R[reload_idle_ms]=$(reload_log_ms 3)
+    R[reload_idle_cpu_ms]=$(((g1 - g0) * 1000 / CLK_TCK))
+    R[rss_after_reload]=$(awk '/^VmRSS:/ {print int($2 / 1024)}' "/proc/$GATE_ALLOW_PID/status")
 
-# ---- steady state under load: one 100,000-server list replaced by another (v3 -> v4)
-sleep 3
-reload_under_load reload_steady 4
+    # ---- steady state under load: one 100,000-server list replaced by another (v3 -> v4)
+    sleep 3
+    reload_under_load reload_steady 4
+fi
 
 # ---------------------------------------------------------------- report
 f() { wrk_field "$WORK/wrk-$1.txt" "$2"; }
@@ -382,50 +397,56 @@ diff_ms() { python3 -c "print('%+.2f' % (float('$1') - float('$2')))"; }
 echo
 echo "### Federation gate (wrk), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, TLS 1.3 P-256 on every target, work dir on $TMPROOT, gate environment: ${GATE_ENV:-none}"
 echo
-echo "Deny path (unlisted origin, GET query/profile, both answer 403):"
-echo
-echo "| rep | load / busy cores before | target | req/s | p50 ms | p99 ms | errors | Synapse CPU during the run |"
-echo "|---|---|---|---|---|---|---|---|"
-for rep in $(seq 1 "$REPS"); do
-    echo "| $rep | ${R[load_deny_$rep]} | gate (rustls) | $(f gate-deny-$rep rps) | $(f gate-deny-$rep p50) | $(f gate-deny-$rep p99) | $(f gate-deny-$rep errors) | ${R[syn_cpu_during_gate_$rep]} ms (gate used ${R[gate_cpu_deny_$rep]} ms) |"
-    echo "| $rep | | Synapse whitelist (own TLS listener) | $(f syn-deny-$rep rps) | $(f syn-deny-$rep p50) | $(f syn-deny-$rep p99) | $(f syn-deny-$rep errors) | ${R[syn_cpu_own_$rep]} ms |"
-    echo "| $rep | | **gate / Synapse** | **$(ratio "$(f gate-deny-$rep rps)" "$(f syn-deny-$rep rps)")×** | | | | |"
-done
-echo
-echo -n "Synapse log lines naming the unlisted origin added during the gate runs:"
-for rep in $(seq 1 "$REPS"); do echo -n " rep $rep: ${R[syn_lines_gate_$rep]} (gate audit log: ${R[gate_audit_lines_$rep]} denial lines in total)"; done
-echo "; during the direct Synapse runs it logs every refusal."
-echo
-echo "Allow path (listed origin, non-strict, backend nginx \`return 200\` on plain HTTP):"
-echo
-echo "| rep | load / busy cores before | path | req/s | p50 ms | p99 ms | non-2xx | errors |"
-echo "|---|---|---|---|---|---|---|---|"
-for rep in $(seq 1 "$REPS"); do
-    for t in ngx-direct ngx-proxy gate-allow; do
-        case $t in
-            ngx-direct) label="(a) nginx TLS, direct return 200" ;;
-            ngx-proxy) label="(b) nginx TLS proxy_pass -> backend" ;;
-            gate-allow) label="(c) gate TLS -> backend (gate CPU ${R[gate_cpu_allow_$rep]} ms)" ;;
-        esac
-        l=""
-        [[ $t == ngx-direct ]] && l=${R[load_allow_$rep]}
-        echo "| $rep | $l | $label | $(f $t-$rep rps) | $(f $t-$rep p50) | $(f $t-$rep p99) | $(f $t-$rep non2xx) | $(f $t-$rep errors) |"
+if part deny; then
+    echo "Deny path (unlisted origin, GET query/profile, both answer 403):"
+    echo
+    echo "| rep | load / busy cores before | target | req/s | p50 ms | p99 ms | errors | Synapse CPU during the run |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for rep in $(seq 1 "$REPS"); do
+        echo "| $rep | ${R[load_deny_$rep]} | gate (rustls) | $(f gate-deny-$rep rps) | $(f gate-deny-$rep p50) | $(f gate-deny-$rep p99) | $(f gate-deny-$rep errors) | ${R[syn_cpu_during_gate_$rep]} ms (gate used ${R[gate_cpu_deny_$rep]} ms) |"
+        echo "| $rep | | Synapse whitelist (own TLS listener) | $(f syn-deny-$rep rps) | $(f syn-deny-$rep p50) | $(f syn-deny-$rep p99) | $(f syn-deny-$rep errors) | ${R[syn_cpu_own_$rep]} ms |"
+        echo "| $rep | | **gate / Synapse** | **$(ratio "$(f gate-deny-$rep rps)" "$(f syn-deny-$rep rps)")×** | | | | |"
     done
-    echo "| $rep | | **gate vs nginx proxy** | **$(ratio "$(f gate-allow-$rep rps)" "$(f ngx-proxy-$rep rps)")×** | | p99 $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-proxy-$rep p99)") ms vs (b), $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-direct-$rep p99)") ms vs (a) | | |"
-done
-echo
-echo "Reload under load (allow path, wrk ${RELOAD_DURATION}s, signed lists of 100,000 servers, $(du -h "$WORK/bundle-v2/federation.yaml" | cut -f1) ${LIST_SYNTAX^^} syntax, published by symlink swap + SIGHUP at ~$((RELOAD_DURATION / 3)) s; 'loaded' is logged when the new list is swapped in, before the last-known-good write):"
-echo
-echo "| reload | load / busy cores before | SIGHUP -> 'federation list loaded' (gate log) | SIGHUP -> new list_version on /metrics | reloads_total{loaded} delta | req/s | p99 ms | max ms | non-2xx | socket errors |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-for name in reload reload_steady; do
-    case $name in
-        reload) label="v1 (2 servers) -> v2 (first large list)" ;;
-        reload_steady) label="v3 -> v4 (100,000 replaced by 100,000)" ;;
-    esac
-    echo "| $label | ${R[load_$name]} | ${R[${name}_log_ms]} ms | ${R[${name}_seen_ms]} ms | ${R[${name}_loaded]} | $(f $name rps) | $(f $name p99) | $(awk '/Latency/ {print $4; exit}' "$WORK/wrk-$name.txt") | $(f $name non2xx) | $(f $name errors) |"
-done
-echo
-echo "Same reload on the idle gate (v2 -> v3, 100,000 servers each; load / busy cores before: ${R[load_reload_idle]}): ${R[reload_idle_ms]} ms from SIGHUP to 'loaded', gate CPU ${R[reload_idle_cpu_ms]} ms, gate RSS afterwards ${R[rss_after_reload]} MiB."
+    echo
+    echo -n "Synapse log lines naming the unlisted origin added during the gate runs:"
+    for rep in $(seq 1 "$REPS"); do echo -n " rep $rep: ${R[syn_lines_gate_$rep]} (gate audit log: ${R[gate_audit_lines_$rep]} denial lines in total)"; done
+    echo "; during the direct Synapse runs it logs every refusal."
+    echo
+fi
+if part allow; then
+    echo "Allow path (listed origin, non-strict, backend nginx \`return 200\` on plain HTTP):"
+    echo
+    echo "| rep | load / busy cores before | path | req/s | p50 ms | p99 ms | non-2xx | errors |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for rep in $(seq 1 "$REPS"); do
+        for t in ngx-direct ngx-proxy gate-allow; do
+            case $t in
+                ngx-direct) label="(a) nginx TLS, direct return 200" ;;
+                ngx-proxy) label="(b) nginx TLS proxy_pass -> backend" ;;
+                gate-allow) label="(c) gate TLS -> backend (gate CPU ${R[gate_cpu_allow_$rep]} ms)" ;;
+            esac
+            l=""
+            [[ $t == ngx-direct ]] && l=${R[load_allow_$rep]}
+            echo "| $rep | $l | $label | $(f $t-$rep rps) | $(f $t-$rep p50) | $(f $t-$rep p99) | $(f $t-$rep non2xx) | $(f $t-$rep errors) |"
+        done
+        echo "| $rep | | **gate vs nginx proxy** | **$(ratio "$(f gate-allow-$rep rps)" "$(f ngx-proxy-$rep rps)")×** | | p99 $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-proxy-$rep p99)") ms vs (b), $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-direct-$rep p99)") ms vs (a) | | |"
+    done
+    echo
+fi
+if part reload; then
+    echo "Reload under load (allow path, wrk ${RELOAD_DURATION}s, signed lists of 100,000 servers, $(du -h "$WORK/bundle-v2/federation.yaml" | cut -f1) ${LIST_SYNTAX^^} syntax, published by symlink swap + SIGHUP at ~$((RELOAD_DURATION / 3)) s; 'loaded' is logged when the new list is swapped in, before the last-known-good write):"
+    echo
+    echo "| reload | load / busy cores before | SIGHUP -> 'federation list loaded' (gate log) | SIGHUP -> new list_version on /metrics | reloads_total{loaded} delta | req/s | p99 ms | max ms | non-2xx | socket errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for name in reload reload_steady; do
+        case $name in
+            reload) label="v1 (2 servers) -> v2 (first large list)" ;;
+            reload_steady) label="v3 -> v4 (100,000 replaced by 100,000)" ;;
+        esac
+        echo "| $label | ${R[load_$name]} | ${R[${name}_log_ms]} ms | ${R[${name}_seen_ms]} ms | ${R[${name}_loaded]} | $(f $name rps) | $(f $name p99) | $(awk '/Latency/ {print $4; exit}' "$WORK/wrk-$name.txt") | $(f $name non2xx) | $(f $name errors) |"
+    done
+    echo
+    echo "Same reload on the idle gate (v2 -> v3, 100,000 servers each; load / busy cores before: ${R[load_reload_idle]}): ${R[reload_idle_ms]} ms from SIGHUP to 'loaded', gate CPU ${R[reload_idle_cpu_ms]} ms, gate RSS afterwards ${R[rss_after_reload]} MiB."
+fi
 echo
 if [[ -n "${KEEP:-}" ]]; then log "raw wrk outputs in $WORK"; fi
