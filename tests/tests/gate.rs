@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use govmx_e2e::{
     DEADLINE, TestNet, exchange_messages, gate_decisions, join_via, poll_until, user,
     wait_for_invite,
@@ -118,8 +120,11 @@ async fn listed_servers_federate_through_gates() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// C runs but is not listed: its join is refused at A's gate, and A's Synapse never hears of C,
-/// while B (listed) joins the same room and shows up in A's log.
+/// C runs but is not listed: its join, its invite and a `/send` transaction signed with its
+/// real key are refused at A's gate, and A's Synapse never hears of C, while B (listed) joins
+/// the same room and shows up in A's log. A PDU authored on C that B relays in its own
+/// transaction is reported by A's gate (`relayed_events: report`, see `docs/synapse-module.md`
+/// for where it is dropped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlisted_server_is_refused_at_the_gate() -> anyhow::Result<()> {
     let net = NetSpec::default()
@@ -149,6 +154,47 @@ async fn unlisted_server_is_refused_at_the_gate() -> anyhow::Result<()> {
     assert_eq!(refused[0]["surface"], "inbound");
     assert_eq!(refused[0]["enforced"], true);
 
+    // C's user invites A's official: C's Synapse sends the invite to A, whose gate refuses it.
+    let mut request = CreateRoomRequest::new();
+    request.invite = vec![official.user_id().context("official user id")?.to_owned()];
+    let invite = outsider.create_room(request).await;
+    assert!(
+        invite.is_err(),
+        "an invite from an unlisted server must fail"
+    );
+    let refused = denials(gate, "origin", &c.server_name(), "origin-not-listed");
+    assert!(
+        refused
+            .iter()
+            .any(|e| e["path"].as_str().is_some_and(|p| p.contains("/invite/"))),
+        "A's gate refused no invite from C: {refused:?}"
+    );
+
+    // C sends a transaction into the room, signed with C's real key: refused at the gate.
+    let (c_key_id, c_seed) = signing_seed(c)?;
+    let txn = transaction(
+        &c.server_name(),
+        &format!("@outsider:{}", c.server_name()),
+        room_id.as_str(),
+        "probe-from-unlisted",
+    );
+    let (status, body) = signed_request(
+        &net,
+        a,
+        &c.server_name(),
+        &c_key_id,
+        &c_seed,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/probe-c-1",
+        Some(&txn),
+    )
+    .await?;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("M_FORBIDDEN") && body.contains("origin-not-listed"),
+        "{body}"
+    );
+
     // Positive control: B's join crosses the same gate, and B's server name shows up in A's
     // Synapse log (requests are logged with their X-Matrix origin), so the log would name C
     // if any of C's requests had reached A's Synapse.
@@ -165,6 +211,37 @@ async fn unlisted_server_is_refused_at_the_gate() -> anyhow::Result<()> {
         "A's Synapse saw something from the unlisted {}; see {}",
         c.server_name(),
         a.process().log_path().display()
+    );
+
+    // B relays a PDU authored on C in its own transaction: forwarded (B is listed), and A's
+    // gate reports the unlisted author.
+    let (b_key_id, b_seed) = signing_seed(b)?;
+    let relayed = transaction(
+        &b.server_name(),
+        &format!("@outsider:{}", c.server_name()),
+        room_id.as_str(),
+        "probe-relayed",
+    );
+    let (status, body) = signed_request(
+        &net,
+        a,
+        &b.server_name(),
+        &b_key_id,
+        &b_seed,
+        reqwest::Method::PUT,
+        "/_matrix/federation/v1/send/probe-b-1",
+        Some(&relayed),
+    )
+    .await?;
+    assert_eq!(status, 200, "B's transaction reaches A's Synapse: {body}");
+    let reported = denials(gate, "origin", &b.server_name(), "gate.txn.unlisted_author");
+    assert_eq!(reported.len(), 1, "{:?}", gate.audit_entries());
+    assert_eq!(reported[0]["enforced"], false, "report mode forwards it");
+    assert!(
+        reported[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains(&c.server_name())),
+        "{reported:?}"
     );
     Ok(())
 }
@@ -276,8 +353,48 @@ async fn hot_reload_adds_and_removes_server() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Signs a federation GET request as `origin` with `key` (32-byte seed) and sends it to `to`'s
-/// gate; returns the HTTP status.
+/// Signs a federation request as `origin` with `key` (32-byte seed), sends it to `to`'s gate
+/// and returns the HTTP status and body.
+#[allow(clippy::too_many_arguments)]
+async fn signed_request(
+    net: &TestNet,
+    to: &Homeserver,
+    origin: &str,
+    key_id: &str,
+    seed: &[u8; 32],
+    method: reqwest::Method,
+    uri: &str,
+    content: Option<&serde_json::Value>,
+) -> anyhow::Result<(u16, String)> {
+    let destination = to.server_name();
+    // serde_json's maps are sorted and `to_string` is compact: canonical JSON for these values.
+    let mut signed = serde_json::json!({
+        "method": method.as_str(),
+        "uri": uri,
+        "origin": origin,
+        "destination": destination,
+    });
+    if let Some(content) = content {
+        signed["content"] = content.clone();
+    }
+    let key = vodozemac::Ed25519SecretKey::from_slice(seed);
+    let sig = key.sign(signed.to_string().as_bytes()).to_base64();
+    let header = format!(
+        r#"X-Matrix origin="{origin}",destination="{destination}",key="{key_id}",sig="{sig}""#
+    );
+    let mut request = net
+        .stack
+        .federation_client()?
+        .request(method, format!("{}{uri}", to.federation_url()))
+        .header("Authorization", header);
+    if let Some(content) = content {
+        request = request.json(content);
+    }
+    let response = request.send().await?;
+    Ok((response.status().as_u16(), response.text().await?))
+}
+
+/// [`signed_request`] for a GET; returns the HTTP status.
 async fn signed_get(
     net: &TestNet,
     to: &Homeserver,
@@ -286,28 +403,51 @@ async fn signed_get(
     seed: &[u8; 32],
     uri: &str,
 ) -> anyhow::Result<u16> {
-    let destination = to.server_name();
-    // serde_json's maps are sorted and `to_string` is compact: canonical JSON for these values.
-    let signed = serde_json::json!({
-        "method": "GET",
-        "uri": uri,
+    let (status, _) = signed_request(
+        net,
+        to,
+        origin,
+        key_id,
+        seed,
+        reqwest::Method::GET,
+        uri,
+        None,
+    )
+    .await?;
+    Ok(status)
+}
+
+/// `hs`'s Synapse signing key: key id and seed.
+fn signing_seed(hs: &Homeserver) -> anyhow::Result<(String, [u8; 32])> {
+    let signing_key = std::fs::read_to_string(hs.data_dir().join("signing.key"))?;
+    let [_, version, seed] = signing_key.split_whitespace().collect::<Vec<_>>()[..] else {
+        anyhow::bail!("unexpected signing key file");
+    };
+    let seed: [u8; 32] = vodozemac::base64_decode(seed)?
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("seed is not 32 bytes"))?;
+    Ok((format!("ed25519:{version}"), seed))
+}
+
+/// A `/send` transaction from `origin` holding one message PDU by `sender` in `room`.
+fn transaction(origin: &str, sender: &str, room: &str, body: &str) -> serde_json::Value {
+    serde_json::json!({
         "origin": origin,
-        "destination": destination,
+        "origin_server_ts": 1_700_000_000_000u64,
+        "pdus": [{
+            "room_id": room,
+            "sender": sender,
+            "type": "m.room.message",
+            "content": {"msgtype": "m.text", "body": body},
+            "origin_server_ts": 1_700_000_000_000u64,
+            "depth": 10,
+            "prev_events": [],
+            "auth_events": [],
+            "hashes": {"sha256": "x"},
+            "signatures": {},
+        }],
+        "edus": [],
     })
-    .to_string();
-    let key = vodozemac::Ed25519SecretKey::from_slice(seed);
-    let sig = key.sign(signed.as_bytes()).to_base64();
-    let header = format!(
-        r#"X-Matrix origin="{origin}",destination="{destination}",key="{key_id}",sig="{sig}""#
-    );
-    let response = net
-        .stack
-        .federation_client()?
-        .get(format!("{}{uri}", to.federation_url()))
-        .header("Authorization", header)
-        .send()
-        .await?;
-    Ok(response.status().as_u16())
 }
 
 /// Strict mode: a request claiming to come from B but signed with another key is refused at
@@ -321,14 +461,7 @@ async fn strict_mode_refuses_forged_origin() -> anyhow::Result<()> {
         .start()
         .await?;
     let (a, b) = (net.hs("a"), net.hs("b"));
-    let signing_key = std::fs::read_to_string(b.data_dir().join("signing.key"))?;
-    let [_, version, seed] = signing_key.split_whitespace().collect::<Vec<_>>()[..] else {
-        anyhow::bail!("unexpected signing key file");
-    };
-    let key_id = format!("ed25519:{version}");
-    let real_seed: [u8; 32] = vodozemac::base64_decode(seed)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("seed is not 32 bytes"))?;
+    let (key_id, real_seed) = signing_seed(b)?;
     assert_eq!(
         b.listing()?.signing_keys,
         [(key_id.clone(), {
