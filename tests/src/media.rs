@@ -119,10 +119,8 @@ impl StoredMedia {
     }
 }
 
-/// Reads `hs`'s media store (`media_store_path` is `<data_dir>/media`, see
-/// `govmx_stack::render_homeserver_yaml`) and its SQLite `local_media_repository` table.
-pub fn stored_media(hs: &Homeserver) -> anyhow::Result<StoredMedia> {
-    let files = files_below(&hs.data_dir().join("media"))?;
+/// `hs`'s SQLite database, read-only (Synapse keeps writing it).
+pub fn synapse_db(hs: &Homeserver) -> anyhow::Result<rusqlite::Connection> {
     let db = hs.data_dir().join("homeserver.db");
     let conn = rusqlite::Connection::open_with_flags(
         &db,
@@ -130,6 +128,14 @@ pub fn stored_media(hs: &Homeserver) -> anyhow::Result<StoredMedia> {
     )
     .with_context(|| format!("opening {}", db.display()))?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+/// Reads `hs`'s media store (`media_store_path` is `<data_dir>/media`, see
+/// `govmx_stack::render_homeserver_yaml`) and its SQLite `local_media_repository` table.
+pub fn stored_media(hs: &Homeserver) -> anyhow::Result<StoredMedia> {
+    let files = files_below(&hs.data_dir().join("media"))?;
+    let conn = synapse_db(hs)?;
     let mut statement = conn.prepare("SELECT media_id FROM local_media_repository")?;
     let rows = statement
         .query_map([], |row| row.get::<_, String>(0))?

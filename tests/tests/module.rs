@@ -7,11 +7,12 @@
 //! starts with no policy (refusing everything) and picks it up by its poll, which is the hot
 //! reload path already.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use govmx_e2e::{DEADLINE, NetSpec, PASSWORD, poll_until, wait_for_log};
+use govmx_e2e::media::synapse_db;
+use govmx_e2e::{DEADLINE, NetSpec, PASSWORD, TestNet, poll_until, wait_for_log};
 use govmx_stack::module::{ModuleSpec, ensure_module};
 use govmx_stack::{Credentials, Homeserver, default_cache_dir, ensure_synapse};
 use serde_json::{Value, json};
@@ -178,8 +179,9 @@ fn assert_refused(outcome: &(u16, Value), errcode: &str, reason_part: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contact_rules_grants_room_limits_and_hot_reload() -> anyhow::Result<()> {
+/// An agency and a citizen homeserver, both running the module on one policy directory (in
+/// the test's temp dir), with policy version 1 (both servers listed) loaded by both.
+async fn module_net() -> anyhow::Result<(TestNet, PathBuf)> {
     let dir = tempfile::tempdir()?;
     let policy = dir.path().join("policy");
     std::fs::create_dir_all(&policy)?;
@@ -198,6 +200,13 @@ async fn contact_rules_grants_room_limits_and_hot_reload() -> anyhow::Result<()>
     )?;
     wait_for_log(agency, "govmx policy: loaded version 1").await?;
     wait_for_log(citizen, "govmx policy: loaded version 1").await?;
+    Ok((net, policy))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_rules_grants_room_limits_and_hot_reload() -> anyhow::Result<()> {
+    let (net, policy) = module_net().await?;
+    let (agency, citizen) = (net.hs("agency"), net.hs("citizen"));
 
     let http = reqwest::Client::builder().no_proxy().build()?;
     let official = agency.register_user("amt", PASSWORD).await?;
@@ -308,14 +317,7 @@ async fn contact_rules_grants_room_limits_and_hot_reload() -> anyhow::Result<()>
 
 /// Whether `hs`'s database holds the event (Synapse's `events` table).
 fn event_stored(hs: &Homeserver, event_id: &str) -> anyhow::Result<bool> {
-    let db = hs.data_dir().join("homeserver.db");
-    let conn = rusqlite::Connection::open_with_flags(
-        &db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .with_context(|| format!("opening {}", db.display()))?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    let count: i64 = conn.query_row(
+    let count: i64 = synapse_db(hs)?.query_row(
         "SELECT count(*) FROM events WHERE event_id = ?1",
         [event_id],
         |row| row.get(0),
@@ -372,19 +374,9 @@ async fn wait_stored(hs: &Homeserver, event_id: &str) -> anyhow::Result<()> {
 /// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_authored_off_the_list_are_dropped_on_arrival() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let policy = dir.path().join("policy");
-    std::fs::create_dir_all(&policy)?;
-    let net = NetSpec::default()
-        .homeserver_with_module("agency", ModuleSpec::new(&policy))
-        .homeserver_with_module("citizen", ModuleSpec::new(&policy))
-        .start_in(dir)
-        .await?;
+    let (net, policy) = module_net().await?;
     let (agency, citizen) = (net.hs("agency"), net.hs("citizen"));
     let (agency_name, citizen_name) = (agency.server_name(), citizen.server_name());
-    write_policy(&policy, &agency_name, Some(&citizen_name), 1, false)?;
-    wait_for_log(agency, "govmx policy: loaded version 1").await?;
-    wait_for_log(citizen, "govmx policy: loaded version 1").await?;
 
     let http = reqwest::Client::builder().no_proxy().build()?;
     let official = agency.register_user("amt", PASSWORD).await?;
