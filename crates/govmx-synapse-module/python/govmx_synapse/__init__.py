@@ -23,6 +23,7 @@ from urllib.parse import unquote
 
 from io import BytesIO
 
+from prometheus_client import Counter
 from twisted.web.http_headers import Headers
 
 from synapse.api.errors import Codes
@@ -41,6 +42,14 @@ GRANTS_PATH = "/_govmx/grants"
 MAX_SCAN_ANSWER = 64 * 1024
 
 Refusal = Tuple[Codes, Dict[str, Any]]
+
+# Served by Synapse's metrics listener (prometheus_client's default registry) where enabled.
+DROPPED_EVENTS = Counter(
+    "govmx_module_federated_events_dropped_total",
+    "Federated events dropped on arrival because their author's server is not allowed "
+    "(should_drop_federated_event), by govmx rule",
+    ["rule"],
+)
 
 
 def _answer(refusal: Optional[Tuple[str, str, str]]) -> Union[str, Refusal]:
@@ -128,6 +137,7 @@ class GovmxModule:
             answer[2],
             answer[1],
         )
+        DROPPED_EVENTS.labels(rule=answer[2]).inc()
         return True
 
     async def user_may_join_room(self, user: str, room_id: str, is_invited: bool):
