@@ -106,11 +106,20 @@ modules:\n\
     yaml
 }
 
-/// The module crate's source directory (this checkout).
+/// The module crate's source directory: that of the checkout the command runs in (the working
+/// directory or one above it), else that of the checkout this crate was built from. The build's
+/// path alone is not enough: a shared `CARGO_TARGET_DIR` may hold a build made in another clone,
+/// since gone or at another commit, whose path `CARGO_MANIFEST_DIR` still names.
 pub fn module_source_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("govmx-synapse-module")
+    let module = |root: &Path| root.join("crates").join("govmx-synapse-module");
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| {
+            cwd.ancestors()
+                .map(module)
+                .find(|dir| dir.join("pyproject.toml").is_file())
+        })
+        .unwrap_or_else(|| module(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("..")))
 }
 
 /// Hash of everything the wheel is built from.
@@ -326,6 +335,7 @@ mod tests {
     #[test]
     fn source_hash_is_stable() {
         let dir = module_source_dir();
+        assert!(dir.join("pyproject.toml").is_file(), "{}", dir.display());
         assert_eq!(source_hash(&dir).unwrap(), source_hash(&dir).unwrap());
     }
 }
