@@ -2,7 +2,7 @@
 //! into hash maps once, so the decisions are cheap and allocation free on the allow path.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
 
 use ruma_common::{OwnedServerName, ServerName, UserId};
@@ -78,11 +78,27 @@ pub fn check_set(docs: &[ParsedDocument], own_server: Option<&ServerName>) -> Ve
                 "the Agencies document needs a FederationList in the same set",
             )),
             Some((_, list)) => {
-                let by_name: HashMap<&str, &FederationMember, foldhash::fast::RandomState> = list
-                    .servers
+                // Only the names agencies give exactly are looked up: index those few, not the
+                // whole list (100,000 servers: a reload's worth of hashing and fresh memory).
+                let wanted: HashSet<&str, foldhash::fast::RandomState> = agencies
+                    .agencies
                     .iter()
-                    .map(|server| (server.server_name.0.as_str(), server))
+                    .flat_map(|agency| &agency.server_names)
+                    .filter_map(|pattern| match pattern {
+                        ServerPattern::Exact(name) => Some(name.as_str()),
+                        ServerPattern::Wildcard(_) => None,
+                    })
                     .collect();
+                let mut by_name: HashMap<&str, &FederationMember, foldhash::fast::RandomState> =
+                    HashMap::with_capacity_and_hasher(wanted.len(), Default::default());
+                if !wanted.is_empty() {
+                    for server in &list.servers {
+                        let name = server.server_name.0.as_str();
+                        if wanted.contains(name) {
+                            by_name.insert(name, server);
+                        }
+                    }
+                }
                 for (i, agency) in agencies.agencies.iter().enumerate() {
                     for (j, pattern) in agency.server_names.iter().enumerate() {
                         let path = format!("agencies[{i}].serverNames[{j}]");
