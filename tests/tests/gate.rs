@@ -124,7 +124,7 @@ async fn listed_servers_federate_through_gates() -> anyhow::Result<()> {
 /// real key are refused at A's gate, and A's Synapse never hears of C, while B (listed) joins
 /// the same room and shows up in A's log. A PDU authored on C that B relays in its own
 /// transaction is reported by A's gate (`relayed_events: report`, see `docs/synapse-module.md`
-/// for where it is dropped).
+/// for where it is dropped): in the audit log, and as a per-PDU error in Synapse's answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unlisted_server_is_refused_at_the_gate() -> anyhow::Result<()> {
     let net = NetSpec::default()
@@ -234,6 +234,20 @@ async fn unlisted_server_is_refused_at_the_gate() -> anyhow::Result<()> {
     )
     .await?;
     assert_eq!(status, 200, "B's transaction reaches A's Synapse: {body}");
+    // Synapse answered with the event id it computed for the PDU; the gate matched it and put
+    // its own per-PDU error there, so B learns why.
+    let answer: serde_json::Value = serde_json::from_str(&body)?;
+    let pdus = answer["pdus"].as_object().context("`pdus` in the answer")?;
+    assert_eq!(pdus.len(), 1, "{body}");
+    let (event_id, result) = pdus.iter().next().context("one PDU")?;
+    assert!(event_id.starts_with('$'), "{body}");
+    assert!(
+        result["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&c.server_name()) && e.contains("origin-not-listed")),
+        "the answer carries no per-PDU error naming {}: {body}",
+        c.server_name()
+    );
     let reported = denials(gate, "origin", &b.server_name(), "gate.txn.unlisted_author");
     assert_eq!(reported.len(), 1, "{:?}", gate.audit_entries());
     assert_eq!(reported[0]["enforced"], false, "report mode forwards it");

@@ -61,7 +61,8 @@ pub struct InboundConfig {
     pub upstream_timeout: Duration,
     /// What to do with relayed PDUs/EDUs in `/send` transactions whose author is not on the
     /// list: `remove` them before Synapse sees the transaction (reported back to the sender),
-    /// or only `report` them (audit log and metrics, forwarded unchanged).
+    /// or only `report` them (audit log, forwarded unchanged, and Synapse's answer carries the
+    /// gate's per-PDU error under the event id Synapse computed for each).
     ///
     /// Default `report`. Synapse verifies the X-Matrix signature over the *body it receives*;
     /// a transaction the gate changed no longer matches the sender's signature, so stock
@@ -104,7 +105,7 @@ pub struct KeyFetchConfig {
 pub enum RelayedEvents {
     /// Remove them from the transaction and report them in the answer.
     Remove,
-    /// Only audit and count them; forward the transaction unchanged.
+    /// Audit them, forward the transaction unchanged, put per-PDU errors in Synapse's answer.
     #[default]
     Report,
 }

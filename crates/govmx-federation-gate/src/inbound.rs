@@ -13,8 +13,8 @@
 //!    when it must be read (strict mode, transactions), streamed otherwise;
 //! 6. strict mode: the request signature verifies with a key pinned for the origin (401);
 //! 7. `PUT /send/{txnId}`: JSON (400 `M_NOT_JSON`), relayed PDUs/EDUs from unlisted servers
-//!    removed ([`crate::txn`]) and reported in the merged answer (or only reported, with
-//!    `relayed_events: report`).
+//!    removed ([`crate::txn`]) and reported in the merged answer (or, with `relayed_events:
+//!    report`, forwarded and reported as per-PDU errors under the event ids Synapse returns).
 //!
 //! Forwarded requests keep method, path and query byte for byte, and all headers except
 //! hop-by-hop ones; `Host` is preserved, `X-Forwarded-For` is *replaced* by the TCP peer (Synapse
@@ -345,7 +345,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: SocketAddr)
     }
 
     // 6. Transactions: remove relayed events from unlisted servers.
-    let mut removed = Vec::new();
+    let mut flagged = None;
     let mut body_bytes = bytes;
     if send && let Some(current) = &fresh {
         let allowed = |server: &str| {
@@ -411,13 +411,16 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: SocketAddr)
                     .removed_edus
                     .inc_by(outcome.removed_edus.len() as u64);
                 body_bytes = Bytes::from(outcome.body);
-                removed = outcome.removed_pdus;
+                flagged = Some(txn::Flagged::Removed(outcome.removed_pdus));
+            } else if !shared.config.shadow && !outcome.removed_pdus.is_empty() {
+                // Forwarded whole; Synapse's answer gets the per-PDU errors.
+                flagged = Some(txn::Flagged::Reported(outcome.removed_pdus));
             }
         }
     }
 
     let req = Request::from_parts(parts, Body::from(body_bytes));
-    forward(shared, req, peer, Some(removed)).await
+    forward(shared, req, peer, Some(flagged.unwrap_or_default())).await
 }
 
 /// Reads the request body, at most `max_body_bytes`.
@@ -586,13 +589,13 @@ fn key_endpoint(server: &str, delegated_hosts: &[String]) -> String {
     }
 }
 
-/// Sends the request to Synapse and relays the answer. `removed` is `Some` for transactions
-/// (whose answer is merged when PDUs were removed).
+/// Sends the request to Synapse and relays the answer. `flagged` is `Some` for transactions
+/// (whose answer gets per-PDU errors for the PDUs the gate removed or reported).
 async fn forward<B>(
     shared: &Shared,
     req: Request<B>,
     peer: SocketAddr,
-    removed: Option<Vec<txn::RemovedPdu>>,
+    flagged: Option<txn::Flagged>,
 ) -> Response
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -632,7 +635,7 @@ where
         .insert("x-forwarded-proto", HeaderValue::from_static("https"));
     // Synapse continues our span's trace (traces off: the client's headers pass unchanged).
     govmx_service::telemetry::inject_trace_context(&mut parts.headers);
-    if removed.is_some() {
+    if flagged.is_some() {
         // The body was buffered (and maybe rewritten): hyper sets the right length.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
@@ -667,8 +670,8 @@ where
     };
     let (mut parts, body) = response.into_parts();
     govmx_service::proxy::strip_hop_by_hop(&mut parts.headers);
-    match removed {
-        Some(removed) if !removed.is_empty() => {
+    match flagged {
+        Some(flagged) if !flagged.is_empty() => {
             // Bounded: transaction answers are small.
             let bytes = match Limited::new(body, 16 * 1024 * 1024).collect().await {
                 Ok(collected) => collected.to_bytes(),
@@ -682,10 +685,22 @@ where
                     .into_response();
                 }
             };
-            let merged = if parts.status.is_success() {
-                txn::merge_response(&bytes, &removed).map(Bytes::from)
-            } else {
+            let merged = if !parts.status.is_success() {
                 None
+            } else {
+                match &flagged {
+                    txn::Flagged::Removed(removed) => txn::merge_response(&bytes, removed),
+                    txn::Flagged::Reported(reported) => {
+                        txn::report_in_response(&bytes, reported).map(|(body, ids)| {
+                            tracing::info!(
+                                event_ids = ?ids,
+                                "per-PDU errors added to the homeserver's answer for relayed events with unlisted authors"
+                            );
+                            body
+                        })
+                    }
+                }
+                .map(Bytes::from)
             };
             let body = merged.unwrap_or(bytes);
             parts.headers.remove(header::CONTENT_LENGTH);

@@ -5,19 +5,32 @@
 //! part of `sender`) is not allowed, and every EDU that names a user on such a server; what it
 //! removed is merged into Synapse's answer by [`merge_response`].
 //!
-//! **Reporting removed PDUs.** The `pdus` map of the answer is keyed by event id. PDUs of room
-//! versions 1 and 2 carry their `event_id` and are reported under it. For later room versions the
-//! event id is a hash over the redacted event, which depends on the room version (not part of
-//! the PDU), so the gate does not compute it: such PDUs are reported under the key
-//! `govmx:removed:<index>` (the PDU's position in the transaction's `pdus` array). Senders ignore
-//! keys they do not know; the audit log carries the sender and room.
+//! **Reporting removed PDUs** (`relayed_events: remove`). The `pdus` map of the answer is keyed
+//! by event id. PDUs of room versions 1 and 2 carry their `event_id` and are reported under it.
+//! For later room versions the event id is a hash over the redacted event, which depends on the
+//! room version (not part of the PDU), so such PDUs are reported under the key
+//! `govmx:removed:<index>` (the PDU's position in the transaction's `pdus` array). Senders
+//! ignore keys they do not know; the audit log carries the sender and room.
+//!
+//! **Reporting forwarded PDUs** (`relayed_events: report`, the default). Synapse gets the whole
+//! transaction (the govmx Synapse module drops the PDU before it is stored) and answers with
+//! the event id *it* computed for every PDU of a room it knows. [`event_id_candidates`] computes
+//! the ids a flagged PDU has under every room version's rules (its `event_id` field, and the
+//! reference hash under each set of redaction rules, in both base64 alphabets), and
+//! [`report_in_response`] replaces Synapse's entry for the one that matches with the gate's
+//! `{"error": …}`, so the sending server learns why. Nothing is guessed: an id Synapse did not
+//! return is never added.
 //!
 //! EDUs handled: `m.typing`, `m.device_list_update`, `m.signing_key_update` (`user_id`),
 //! `m.direct_to_device` (`sender`), `m.presence` (each `push[].user_id`, the EDU is dropped when
 //! none are left) and `m.receipt` (each user of each room, dropped when empty). Other EDU types
 //! pass unchanged.
 
+use base64::Engine as _;
+use ruma_common::canonical_json::{self, CanonicalJsonValue};
+use ruma_common::room_version_rules::{EventIdFormatVersion, RoomVersionRules};
 use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
 
 /// A PDU the filter removed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +43,8 @@ pub struct RemovedPdu {
     pub room_id: Option<String>,
     /// Why it was removed.
     pub reason: String,
+    /// The ids the PDU has under the room versions the gate knows ([`event_id_candidates`]).
+    pub event_ids: Vec<String>,
 }
 
 /// What [`filter_transaction`] did.
@@ -47,6 +62,30 @@ impl FilterOutcome {
     /// Whether the forwarded body differs from the received one.
     pub fn changed(&self) -> bool {
         !self.removed_pdus.is_empty() || !self.removed_edus.is_empty()
+    }
+}
+
+/// PDUs of a transaction the gate flagged, and what became of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Flagged {
+    /// Removed before Synapse saw them ([`merge_response`]).
+    Removed(Vec<RemovedPdu>),
+    /// Forwarded to Synapse, to be reported in its answer ([`report_in_response`]).
+    Reported(Vec<RemovedPdu>),
+}
+
+impl Default for Flagged {
+    fn default() -> Self {
+        Self::Removed(Vec::new())
+    }
+}
+
+impl Flagged {
+    /// Whether no PDU was flagged.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Removed(pdus) | Self::Reported(pdus) => pdus.is_empty(),
+        }
     }
 }
 
@@ -94,6 +133,7 @@ pub fn filter_transaction(
                                 .and_then(Value::as_str)
                                 .map(str::to_owned),
                             reason,
+                            event_ids: event_id_candidates(pdu),
                         });
                         false
                     }
@@ -148,6 +188,89 @@ pub fn merge_response(upstream: &[u8], removed: &[RemovedPdu]) -> Option<Vec<u8>
         pdus.insert(pdu.key.clone(), Value::Object(entry));
     }
     serde_json::to_vec(&answer).ok()
+}
+
+/// Replaces Synapse's `pdus` entries for flagged PDUs (forwarded in `report` mode) with
+/// `{"error": reason}`; an entry is matched by one of the PDU's [`RemovedPdu::event_ids`].
+///
+/// Returns the new answer and the event ids that were annotated, or `None` when the answer is
+/// not a JSON object with a `pdus` object or names none of the flagged PDUs (it is then passed
+/// on as is).
+pub fn report_in_response(
+    upstream: &[u8],
+    flagged: &[RemovedPdu],
+) -> Option<(Vec<u8>, Vec<String>)> {
+    let mut answer: Value = serde_json::from_slice(upstream).ok()?;
+    let pdus = answer.get_mut("pdus")?.as_object_mut()?;
+    let mut annotated = Vec::new();
+    for pdu in flagged {
+        let Some(id) = pdu
+            .event_ids
+            .iter()
+            .find(|id| pdus.contains_key(id.as_str()))
+        else {
+            continue;
+        };
+        let mut entry = Map::new();
+        entry.insert("error".into(), Value::from(pdu.reason.clone()));
+        pdus.insert(id.clone(), Value::Object(entry));
+        annotated.push(id.clone());
+    }
+    if annotated.is_empty() {
+        return None;
+    }
+    Some((serde_json::to_vec(&answer).ok()?, annotated))
+}
+
+/// The ids `pdu` has in the room versions this build knows (1–12): its `event_id` field (room
+/// versions 1 and 2), and for later versions `$` + the reference hash (SHA-256 of the canonical
+/// JSON of the event redacted under that version's rules, without `signatures` and `unsigned`)
+/// in standard (version 3) or URL-safe (4 and later) unpadded base64. Duplicates are removed.
+/// Empty for a PDU that is not canonical JSON (Synapse refuses those anyway).
+pub fn event_id_candidates(pdu: &Value) -> Vec<String> {
+    const VERSIONS: [RoomVersionRules; 10] = [
+        RoomVersionRules::V3,
+        RoomVersionRules::V4,
+        RoomVersionRules::V6,
+        RoomVersionRules::V7,
+        RoomVersionRules::V8,
+        RoomVersionRules::V9,
+        RoomVersionRules::V10,
+        RoomVersionRules::V11,
+        RoomVersionRules::V12,
+        RoomVersionRules::V5,
+    ];
+    let mut ids: Vec<String> = pdu
+        .get("event_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    let Some(object) = pdu.as_object() else {
+        return ids;
+    };
+    let Ok(object) = canonical_json::try_from_json_map(object.clone()) else {
+        return ids;
+    };
+    for rules in VERSIONS {
+        let engine = match rules.event_id_format {
+            EventIdFormatVersion::V2 => &base64::engine::general_purpose::STANDARD_NO_PAD,
+            EventIdFormatVersion::V3 => &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            _ => continue,
+        };
+        let Ok(mut redacted) = canonical_json::redact(object.clone(), &rules.redaction, None)
+        else {
+            continue;
+        };
+        redacted.remove("signatures");
+        redacted.remove("unsigned");
+        let hash = Sha256::digest(CanonicalJsonValue::Object(redacted).to_string());
+        let id = format!("${}", engine.encode(hash));
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// The server part of a user id (`@local:server`), if it has one.
@@ -359,6 +482,7 @@ mod tests {
             sender: None,
             room_id: None,
             reason: "no".into(),
+            event_ids: vec![],
         }];
         let merged = merge_response(br#"{"pdus": {"$a": {}}}"#, &removed).unwrap();
         let merged: Value = serde_json::from_slice(&merged).unwrap();
@@ -373,6 +497,79 @@ mod tests {
             json!({"pdus": {"govmx:removed:1": {"error": "no"}}})
         );
         assert_eq!(merge_response(b"oops", &removed), None);
+    }
+
+    #[test]
+    fn event_id_candidates_cover_both_alphabets_and_the_v1_field() {
+        let pdu = json!({
+            "event_id": "$old:evil.example",
+            "room_id": "!r:good.example",
+            "sender": "@m:evil.example",
+            "type": "m.room.message",
+            "content": {"body": "hi"},
+            "hashes": {"sha256": "x"},
+            "depth": 3,
+            "origin": "evil.example",
+            "prev_events": [],
+            "auth_events": [],
+            "origin_server_ts": 1,
+            "signatures": {"evil.example": {"ed25519:a": "sig"}},
+            "unsigned": {"age": 5},
+        });
+        let ids = event_id_candidates(&pdu);
+        assert_eq!(ids[0], "$old:evil.example");
+        // Room version 3 (standard base64) and 4+ (URL-safe) differ; v11 drops `origin`, so
+        // its hash differs from v4–v10's. Every id is `$` + 43 characters of a SHA-256.
+        assert!(
+            ids[1..]
+                .iter()
+                .all(|id| id.len() == 44 && id.starts_with('$')),
+            "{ids:?}"
+        );
+        assert!(ids.len() >= 4, "{ids:?}");
+        // Signatures and unsigned data are not part of the id.
+        let mut resigned = pdu.clone();
+        resigned["signatures"] = json!({"other.example": {"ed25519:b": "sig2"}});
+        resigned["unsigned"] = json!({});
+        assert_eq!(event_id_candidates(&resigned), ids);
+        // Redacted content is not part of it either, kept fields are.
+        let mut edited = pdu.clone();
+        edited["content"]["body"] = json!("changed");
+        assert_eq!(event_id_candidates(&edited), ids);
+        edited["depth"] = json!(4);
+        assert!(
+            event_id_candidates(&edited)[1..]
+                .iter()
+                .all(|id| !ids.contains(id))
+        );
+        // Not canonical JSON (a float): only the field.
+        let mut float = pdu;
+        float["depth"] = json!(1.5);
+        assert_eq!(event_id_candidates(&float), ["$old:evil.example"]);
+    }
+
+    #[test]
+    fn reports_in_synapse_answer_only_under_ids_it_returned() {
+        let flagged = vec![RemovedPdu {
+            key: "govmx:removed:0".into(),
+            sender: Some("@m:evil.example".into()),
+            room_id: Some("!r".into()),
+            reason: "PDU authored by evil.example: not listed".into(),
+            event_ids: vec!["$v1:evil.example".into(), "$hashB".into(), "$hashC".into()],
+        }];
+        let answer = br#"{"pdus": {"$other": {}, "$hashC": {"error": "403: bad signature"}}}"#;
+        let (merged, annotated) = report_in_response(answer, &flagged).unwrap();
+        assert_eq!(annotated, ["$hashC"]);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&merged).unwrap(),
+            json!({"pdus": {"$other": {}, "$hashC": {"error": "PDU authored by evil.example: not listed"}}})
+        );
+        assert_eq!(
+            report_in_response(br#"{"pdus": {"$other": {}}}"#, &flagged),
+            None
+        );
+        assert_eq!(report_in_response(b"{}", &flagged), None);
+        assert_eq!(report_in_response(b"oops", &flagged), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Fuzz target: the transaction filter never panics; what it forwards is JSON without PDUs from
-//! refused servers, and merging its report into an answer never panics either.
+//! refused servers, and merging its report into an answer (either mode) never panics either.
 #![no_main]
 
 use govmx_federation_gate::txn;
@@ -20,4 +20,10 @@ fuzz_target!(|data: &[u8]| {
         assert!(listed(server).is_ok());
     }
     let _ = txn::merge_response(data, &outcome.removed_pdus);
+    if let Some((answer, ids)) = txn::report_in_response(data, &outcome.removed_pdus) {
+        let answer: serde_json::Value = serde_json::from_slice(&answer).expect("answer is JSON");
+        for id in ids {
+            assert!(answer["pdus"][&id]["error"].is_string());
+        }
+    }
 });
