@@ -185,7 +185,7 @@ pub struct PolicySet {
     member_hasher: foldhash::fast::RandomState,
     /// Per member: `member:<name>` and the allow reason, formatted on the first decision for this
     /// server: a reload of a 100,000-server list must not format 200,000 strings up front.
-    member_texts: Vec<OnceLock<Box<(Box<str>, Box<str>)>>>,
+    member_texts: Vec<OnceLock<Box<MemberTexts>>>,
     /// Official account patterns by server name: (agency index, pattern).
     accounts: HashMap<Box<str>, Vec<(usize, AccountPattern)>>,
     /// Exact agency server names → agency index.
@@ -200,6 +200,9 @@ pub struct PolicySet {
     grants: HashMap<Box<str>, Vec<(usize, String)>>,
     media_allowed_reason: String,
 }
+
+/// `member:<name>` and the allow reason of one member.
+type MemberTexts = (Box<str>, Box<str>);
 
 /// A member's name (`member_names[start..start + len]`) and its index in `federation.servers`.
 #[derive(Debug, Clone, Copy)]
