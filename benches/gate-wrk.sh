@@ -15,6 +15,7 @@
 #      (json or yaml: the syntax of the 100,000-server list, default json),
 #      GATE_ENV (extra environment for the gates, default none), BENCH_PORT_BASE (28400),
 #      PARTS (which of deny, allow, reload to run; default all three: "deny allow reload"),
+#      RELOAD_NICE (the gates' policy.reload_nice, default 0),
 #      KEEP=1 keeps the temp dir, PERF=1 records a perf profile of the gate on the deny and
 #      allow paths (perf report printed to stderr).
 set -euo pipefail
@@ -30,6 +31,9 @@ LIST_SYNTAX=${LIST_SYNTAX:-json}
 # made reloads slower, not faster; docs/benchmarks.md). Empty: the gate as deployed.
 GATE_ENV=${GATE_ENV:-}
 PARTS=${PARTS:-deny allow reload}
+# policy.reload_nice of the gates (0: as the Helm chart and the Ansible role deploy them; -10
+# needs root or LimitNICE, see crates/govmx-federation-gate/config.example.yaml).
+RELOAD_NICE=${RELOAD_NICE:-0}
 part() { [[ " $PARTS " == *" $1 "* ]]; }
 SERVER=gate.bench.example
 LISTED=listed.example
@@ -132,6 +136,7 @@ policy:
   last_known_good_dir: "$WORK/$1/last-known-good"
   reload_interval: 1h
   max_age: 72h
+  reload_nice: $RELOAD_NICE
 shadow: false
 audit_log: "$WORK/$1/audit.jsonl"
 EOF
@@ -395,7 +400,7 @@ f() { wrk_field "$WORK/wrk-$1.txt" "$2"; }
 ratio() { python3 -c "a, b = float('$1' or 0), float('$2' or 0); print('%.2f' % (a / b) if b else 'n/a')"; }
 diff_ms() { python3 -c "print('%+.2f' % (float('$1') - float('$2')))"; }
 echo
-echo "### Federation gate (wrk), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, TLS 1.3 P-256 on every target, work dir on $TMPROOT, gate environment: ${GATE_ENV:-none}"
+echo "### Federation gate (wrk), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, TLS 1.3 P-256 on every target, work dir on $TMPROOT, gate environment: ${GATE_ENV:-none}, policy.reload_nice: $RELOAD_NICE"
 echo
 if part deny; then
     echo "Deny path (unlisted origin, GET query/profile, both answer 403):"

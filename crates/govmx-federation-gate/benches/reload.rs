@@ -90,6 +90,7 @@ fn main() {
         last_known_good_dir: tmp.path().join("lkg"),
         reload_interval: Duration::from_secs(3600),
         max_age: Duration::from_secs(3600),
+        reload_nice: 0,
     };
     write_trust(&config.trust, 2, &[&alice, &bob]).expect("trust");
     let bundle = config.dir.clone().expect("dir");

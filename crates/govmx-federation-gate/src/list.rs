@@ -158,7 +158,7 @@ impl ListStore {
             max_age: config.max_age,
             last_error: Mutex::new("no federation list loaded yet".to_owned()),
             metrics,
-            reload_thread: ReloadThread::start()?,
+            reload_thread: ReloadThread::start(config.reload_nice)?,
         })
     }
 
@@ -383,11 +383,24 @@ struct ReloadThread {
 }
 
 impl ReloadThread {
-    fn start() -> Result<ReloadThread, String> {
+    /// Starts the thread at nice value `nice` (0: the process's own priority).
+    fn start(nice: i32) -> Result<ReloadThread, String> {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("govmx-reload".into())
             .spawn(move || {
+                if nice != 0 {
+                    // Linux: the nice value of a thread id is that thread's alone.
+                    let tid = rustix::thread::gettid();
+                    match rustix::process::setpriority_process(Some(tid), nice) {
+                        Ok(()) => tracing::info!(nice, "list reload thread priority set"),
+                        Err(error) => tracing::warn!(
+                            nice,
+                            %error,
+                            "cannot set the list reload thread's nice value (needs LimitNICE= or CAP_SYS_NICE); reloads run at the process's priority"
+                        ),
+                    }
+                }
                 // Ends when the store (the only sender) is dropped.
                 for job in queue {
                     // A panicking job drops its answer channel (the caller reports a failed
@@ -467,6 +480,43 @@ mod tests {
     use super::*;
     use crate::policy::testing::{TestServer, TestSigner, write_bundle, write_trust};
 
+    /// The nice values of this process's `govmx-reload` threads (field 19 of `/proc/…/stat`).
+    fn reload_thread_nice_values() -> Vec<i32> {
+        let mut values = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim() != "govmx-reload" {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // After the `(comm)` field: state is field 3, nice field 19.
+            let rest = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest)
+                .unwrap_or_default();
+            if let Some(nice) = rest.split_whitespace().nth(16) {
+                values.push(nice.parse().unwrap());
+            }
+        }
+        values
+    }
+
+    #[test]
+    fn reload_thread_runs_at_its_configured_nice_value() {
+        // Raising the nice value needs no privilege; 7 is used by no other test.
+        let thread = ReloadThread::start(7).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !reload_thread_nice_values().contains(&7) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no govmx-reload thread at nice 7: {:?}",
+                reload_thread_nice_values()
+            );
+            std::thread::yield_now();
+        }
+        drop(thread);
+    }
+
     #[tokio::test]
     async fn reload_lkg_and_age() {
         let tmp = tempfile::tempdir().unwrap();
@@ -482,6 +532,7 @@ mod tests {
             last_known_good_dir: tmp.path().join("lkg"),
             reload_interval: Duration::from_secs(1),
             max_age: Duration::from_secs(60),
+            reload_nice: 0,
         };
         write_trust(&config.trust, 1, &[&signer]).unwrap();
         let metrics = Metrics::register(&mut Registry::default());

@@ -242,6 +242,7 @@ impl Harness {
                 last_known_good_dir: tmp.path().join("lkg"),
                 reload_interval: options.reload_interval,
                 max_age: options.max_age,
+                reload_nice: 0,
             },
             shadow: options.shadow,
             audit_log: audit_path.clone(),
