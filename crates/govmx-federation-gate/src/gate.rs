@@ -1,7 +1,8 @@
 //! Wiring: [`start`] binds the listeners of a validated [`Config`] and runs the gate until
 //! [`RunningGate::shutdown`] (or drop, which stops every task it started).
 //!
-//! Tasks: the inbound TLS accept loop (one task per connection), the CONNECT proxy accept loop,
+//! Tasks: the inbound TLS accept loop (one task per connection, on the [`crate::workers`] threads),
+//! the CONNECT proxy accept loop,
 //! the admin listener (`/healthz`, `/readyz`, `/metrics` from `govmx-service`, plus
 //! `/explain`), and the reload loop (poll interval, SIGHUP via [`RunningGate::reload_now`], and
 //! a wake-up when the list turns stale so `/readyz` and the gauges follow without traffic).
@@ -17,9 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use govmx_service::{LogBudget, Readiness, Shutdown, ShutdownTrigger};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -32,6 +31,8 @@ use crate::config::{Config, upstream_authority};
 use crate::keys::{KeyFetchSettings, KeyFetcher};
 use crate::list::{ListStatus, ListStore};
 use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+use crate::workers::{self, Workers};
 use crate::{inbound, proxy, tls};
 
 /// Denials logged per second at most; the audit log and metrics count every one.
@@ -62,7 +63,6 @@ pub struct Shared {
     started: Instant,
     /// Denial log lines per second (see [`LogBudget`]).
     pub(crate) denial_log: LogBudget,
-    pub(crate) client: Client<HttpConnector, axum::body::Body>,
     pub(crate) upstream_authority: http::uri::Authority,
 }
 
@@ -133,6 +133,9 @@ pub enum StartError {
     /// The key fetcher's CA bundle.
     #[error("inbound.key_fetch: {0}")]
     KeyFetch(String),
+    /// The inbound worker threads could not be started.
+    #[error("cannot start the inbound worker threads: {0}")]
+    Workers(#[source] std::io::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -234,13 +237,6 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         None => None,
     };
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(10)));
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .build(connector);
-
     let bind = |what, addr| async move {
         TcpListener::bind(addr)
             .await
@@ -276,15 +272,16 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         last_miss_refetch: AtomicU64::new(0),
         started: Instant::now(),
         denial_log: LogBudget::new(DENIAL_LOG_LINES_PER_SECOND),
-        client,
         upstream_authority,
     });
     shared.list_status(SystemTime::now());
     let (trigger, shutdown) = Shutdown::manual();
 
+    let workers = Workers::start(workers::default_count()).map_err(StartError::Workers)?;
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(inbound_loop(
         inbound_listener,
+        workers,
         TlsAcceptor::from(tls_config),
         shared.clone(),
         shutdown.clone(),
@@ -324,6 +321,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
 
 async fn inbound_loop(
     listener: TcpListener,
+    workers: Workers,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     shutdown: Shutdown,
@@ -333,9 +331,16 @@ async fn inbound_loop(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    connections.spawn(serve_tls_connection(tcp, peer, acceptor.clone(), shared.clone(), shutdown.clone()));
-                }
+                // The connection moves to a worker's own reactor (see `workers`).
+                Ok((tcp, peer)) => match tcp.into_std() {
+                    Ok(tcp) => {
+                        connections.spawn_on(
+                            serve_tls_connection(tcp, peer, acceptor.clone(), shared.clone(), shutdown.clone()),
+                            workers.next(),
+                        );
+                    }
+                    Err(error) => tracing::warn!(%peer, %error, "inbound connection could not be handed to a worker"),
+                },
                 Err(error) => {
                     tracing::warn!(%error, "inbound accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -352,12 +357,20 @@ async fn inbound_loop(
 }
 
 async fn serve_tls_connection(
-    tcp: tokio::net::TcpStream,
+    tcp: std::net::TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     shutdown: Shutdown,
 ) {
+    // Registers the (non-blocking) socket with this worker's reactor.
+    let tcp = match tokio::net::TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "inbound connection could not be registered");
+            return;
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let header_timeout = shared.config.inbound.header_read_timeout;
     let tls = match tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await {
@@ -371,9 +384,14 @@ async fn serve_tls_connection(
             return;
         }
     };
+    // This connection's own upstream connection, driven by this task next to it.
+    let (upstream, driver) = Upstream::new(shared.upstream_authority.clone());
+    let peer_addr = peer;
+    let peer = Arc::new(inbound::Peer::new(peer, upstream));
     let service = service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, std::convert::Infallible>(inbound::handle(shared, req, peer).await) }
+        let peer = peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(inbound::handle(shared, req, &peer).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -382,15 +400,21 @@ async fn serve_tls_connection(
         .max_buf_size(64 * 1024);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);
+    let driver = driver.run();
+    tokio::pin!(driver);
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
-                tracing::debug!(%peer, %error, "inbound connection ended with an error");
+                tracing::debug!(%peer_addr, %error, "inbound connection ended with an error");
             }
         }
+        () = driver.as_mut() => {}
         () = shutdown.wait() => {
             connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection => {}
+                () = driver => {}
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use govmx_service::MatrixError;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -39,8 +39,13 @@ use crate::audit::{AuditEntry, rfc3339};
 use crate::config::RelayedEvents;
 use crate::gate::Shared;
 use crate::list::CurrentList;
+use crate::upstream::Upstream;
 use crate::xmatrix::{self, XMatrixError};
 use crate::{signature, txn};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Errcode of the fail-closed answer.
 pub const LIST_UNAVAILABLE: &str = "GOVMX_FEDERATION_LIST_UNAVAILABLE";
@@ -171,8 +176,28 @@ impl Ctx<'_> {
     }
 }
 
+/// The inbound connection a request came on.
+#[derive(Debug)]
+pub struct Peer {
+    addr: SocketAddr,
+    /// `X-Forwarded-For` for its requests (the TCP peer's IP), built once per connection.
+    forwarded_for: Option<HeaderValue>,
+    upstream: Upstream,
+}
+
+impl Peer {
+    /// The connection from `addr`, forwarding through `upstream`.
+    pub fn new(addr: SocketAddr, upstream: Upstream) -> Peer {
+        Peer {
+            addr,
+            forwarded_for: HeaderValue::from_str(&addr.ip().to_string()).ok(),
+            upstream,
+        }
+    }
+}
+
 /// Handles one inbound request from `peer`.
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAddr) -> Response {
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: &Peer) -> Response {
     let started = Instant::now();
     // With traces on: one server span per request, continuing an incoming `traceparent`.
     let span = govmx_service::telemetry::request_span(
@@ -192,7 +217,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, peer: SocketAdd
     response
 }
 
-async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response {
+async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: &Peer) -> Response {
     let now = SystemTime::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -201,7 +226,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: SocketAddr)
     let list = status.any().cloned();
     let ctx = Ctx {
         shared,
-        peer,
+        peer: peer.addr,
         method: &method,
         path: &path,
         list: list.as_deref(),
@@ -594,7 +619,7 @@ fn key_endpoint(server: &str, delegated_hosts: &[String]) -> String {
 async fn forward<B>(
     shared: &Shared,
     req: Request<B>,
-    peer: SocketAddr,
+    peer: &Peer,
     flagged: Option<txn::Flagged>,
 ) -> Response
 where
@@ -603,36 +628,25 @@ where
 {
     let (mut parts, body) = req.into_parts();
     let limit = usize::try_from(shared.config.inbound.max_body_bytes).unwrap_or(usize::MAX);
-    // Method, path and query pass byte for byte: the parsed path is reused, not re-parsed.
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
-    uri.authority = Some(shared.upstream_authority.clone());
-    uri.path_and_query = Some(
+    // Method, path and query pass byte for byte, in origin form (the parsed path is reused, not
+    // re-parsed; an absolute-form request target loses its scheme and authority).
+    let uri = http::Uri::from(
         parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
     );
-    let uri = match http::Uri::from_parts(uri) {
-        Ok(uri) => uri,
-        Err(error) => {
-            return MatrixError::bad_request("invalid request URI")
-                .with_internal(error)
-                .into_response();
-        }
-    };
     govmx_service::proxy::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove("x-forwarded-for");
-    parts.headers.remove("x-forwarded-proto");
-    parts.headers.remove("x-forwarded-host");
-    parts.headers.remove("forwarded");
-    if let Ok(value) = HeaderValue::from_str(&peer.ip().to_string()) {
-        parts.headers.insert("x-forwarded-for", value);
-    }
-    parts
-        .headers
-        .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+    let headers = &mut parts.headers;
+    // `insert` replaces every value the client sent under these names.
+    match &peer.forwarded_for {
+        Some(value) => headers.insert(X_FORWARDED_FOR, value.clone()),
+        None => headers.remove(X_FORWARDED_FOR),
+    };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    headers.remove(X_FORWARDED_HOST);
+    headers.remove(header::FORWARDED);
     // Synapse continues our span's trace (traces off: the client's headers pass unchanged).
     govmx_service::telemetry::inject_trace_context(&mut parts.headers);
     if flagged.is_some() {
@@ -645,9 +659,9 @@ where
     let upstream_req = Request::from_parts(parts, body);
 
     let timeout = shared.config.inbound.upstream_timeout;
-    let response = match tokio::time::timeout(timeout, shared.client.request(upstream_req)).await {
+    let response = match tokio::time::timeout(timeout, peer.upstream.send(upstream_req)).await {
         Ok(Ok(response)) => response,
-        Ok(Err(error)) if is_length_limit(&error) => {
+        Ok(Err(error)) if is_length_limit(&*error) => {
             return too_large(shared.config.inbound.max_body_bytes);
         }
         Ok(Err(error)) => {

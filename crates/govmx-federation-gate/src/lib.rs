@@ -4,7 +4,9 @@
 //!   forwards only federation surfaces, checks the X-Matrix header ([`xmatrix`]) against the
 //!   signed federation list, optionally verifies request signatures with keys pinned in the list
 //!   ([`signature`], strict mode), and removes relayed events authored on unlisted servers from
-//!   transactions ([`txn`]).
+//!   transactions ([`txn`]). Each inbound connection forwards over its own upstream connection
+//!   ([`upstream`]); connections are served by one single-threaded runtime per core
+//!   ([`workers`]).
 //! - **Outbound** ([`proxy`]): a CONNECT proxy for Synapse's `https_proxy` that tunnels only to
 //!   listed servers and their delegated hosts.
 //! - **The list** ([`list`]): loaded from a signed policy bundle ([`policy`], the one module that
@@ -30,6 +32,8 @@ pub mod signature;
 pub mod source;
 pub mod tls;
 pub mod txn;
+pub mod upstream;
+pub mod workers;
 pub mod xmatrix;
 
 pub use config::Config;

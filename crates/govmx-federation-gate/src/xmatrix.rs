@@ -134,12 +134,16 @@ pub fn parse(value: &[u8]) -> Result<XMatrix, XMatrixError> {
         if !cur.at_end() && !cur.eat(b',') {
             return Err(cur.err("expected ',' between parameters"));
         }
-        let slot = match name.to_ascii_lowercase().as_slice() {
-            b"origin" => &mut origin,
-            b"destination" => &mut destination,
-            b"key" => &mut key,
-            b"sig" => &mut sig,
-            _ => continue,
+        let slot = if name.eq_ignore_ascii_case(b"origin") {
+            &mut origin
+        } else if name.eq_ignore_ascii_case(b"destination") {
+            &mut destination
+        } else if name.eq_ignore_ascii_case(b"key") {
+            &mut key
+        } else if name.eq_ignore_ascii_case(b"sig") {
+            &mut sig
+        } else {
+            continue;
         };
         if slot.is_some() {
             let name = String::from_utf8_lossy(&cur.s[name_at..name_at + name.len()]);
@@ -271,7 +275,19 @@ impl<'a> Cursor<'a> {
     /// A quoted-string; the cursor is on the opening quote.
     fn quoted(&mut self) -> Result<String, XMatrixError> {
         self.i += 1;
-        let mut out = Vec::new();
+        // Fast path: no escapes (every value a homeserver sends) is one copy of the slice.
+        let start = self.i;
+        let plain = self.s[start..]
+            .iter()
+            .position(|&b| !(b == b'\t' || (0x20..0x7f).contains(&b)) || b == b'"' || b == b'\\');
+        if let Some(len) = plain
+            && self.s[start + len] == b'"'
+        {
+            self.i = start + len + 1;
+            // Only ASCII bytes were accepted above.
+            return Ok(String::from_utf8_lossy(&self.s[start..start + len]).into_owned());
+        }
+        let mut out = Vec::with_capacity(self.s.len() - start);
         loop {
             match self.peek() {
                 None => return Err(self.err("unterminated quoted string")),

@@ -1132,3 +1132,37 @@ async fn slow_clients_are_disconnected() {
     );
     assert!(h.upstream.seen().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_inbound_connection_reconnects_its_upstream_after_a_close() {
+    // The gate keeps one upstream connection per inbound connection; when the homeserver closes
+    // it between requests, the next request goes out on a new one and does not fail.
+    let (addr, accepted, _task) = start_closing_upstream().await;
+    let h = Harness::start(Options {
+        upstream_addr: Some(addr),
+        ..Options::default()
+    })
+    .await;
+    let path = "/_matrix/federation/v1/query/profile?user_id=%40a%3Aland.example";
+    let header = h.good_header("GET", path, None);
+    for i in 0..5 {
+        let res = h
+            .client
+            .get(h.url(path))
+            .header("authorization", &header)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_of(res).await;
+        assert_eq!(
+            (status, body.clone()),
+            (200, json!({})),
+            "request {i}: {body}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        5,
+        "one upstream connection per request"
+    );
+}

@@ -103,6 +103,44 @@ impl FakeUpstream {
     }
 }
 
+/// An HTTP/1.1 upstream that answers every request `200 {}` *with* keep-alive semantics and
+/// then closes the connection anyway, as a server ending an idle connection does. Counts the
+/// connections it accepted.
+pub async fn start_closing_upstream() -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+                    .await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (addr, accepted, task)
+}
+
 /// Knobs for a test gate.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -122,6 +160,8 @@ pub struct Options {
     pub refetch_on_miss: Duration,
     /// `tracing:` (OpenTelemetry traces).
     pub tracing: Option<govmx_service::TracingConfig>,
+    /// Forward to this address instead of the [`FakeUpstream`] (which still runs).
+    pub upstream_addr: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -139,6 +179,7 @@ impl Default for Options {
             bundle_over_https: false,
             refetch_on_miss: Duration::ZERO,
             tracing: None,
+            upstream_addr: None,
         }
     }
 }
@@ -212,7 +253,7 @@ impl Harness {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 tls_cert: cert_path,
                 tls_key: key_path,
-                upstream: format!("http://{}", upstream.addr),
+                upstream: format!("http://{}", options.upstream_addr.unwrap_or(upstream.addr)),
                 max_body_bytes: options.max_body_bytes,
                 header_read_timeout: options.header_read_timeout,
                 upstream_timeout: Duration::from_secs(10),
