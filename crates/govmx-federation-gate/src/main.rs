@@ -3,7 +3,8 @@
 //! Exit codes: 0 after a clean shutdown (SIGTERM, Ctrl-C), 64 for a bad configuration (nothing
 //! was bound), 2 for any other failure. SIGHUP re-checks the policy bundle and reopens the audit
 //! log. Logging: `GOVMX_LOG` (an `EnvFilter`), `--log-format plain|json`; traces over OTLP/HTTP
-//! when the config has a `tracing:` section.
+//! when the config has a `tracing:` section. The process runs without transparent huge pages
+//! (see `run`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,6 +84,13 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // No transparent huge pages for this process. mimalloc asks for them (MADV_HUGEPAGE), and
+    // with the usual `defrag: madvise` every 2 MiB fault may compact memory synchronously: a
+    // 100,000-server list reload then cost 180–320 ms of CPU instead of 100–150 ms, with a
+    // larger RSS (docs/benchmarks.md). Best effort: the gate works either way.
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::warn!(%error, "cannot disable transparent huge pages");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
