@@ -1137,7 +1137,7 @@ async fn slow_clients_are_disconnected() {
 async fn each_inbound_connection_reconnects_its_upstream_after_a_close() {
     // The gate keeps one upstream connection per inbound connection; when the homeserver closes
     // it between requests, the next request goes out on a new one and does not fail.
-    let (addr, accepted, _task) = start_closing_upstream().await;
+    let (addr, accepted, _task) = start_closing_upstream(Duration::ZERO).await;
     let h = Harness::start(Options {
         upstream_addr: Some(addr),
         ..Options::default()
@@ -1164,5 +1164,45 @@ async fn each_inbound_connection_reconnects_its_upstream_after_a_close() {
         accepted.load(Ordering::SeqCst),
         5,
         "one upstream connection per request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_request_in_flight_finish() {
+    // The homeserver takes 700 ms to answer; the gate is told to stop meanwhile. The request
+    // still gets its answer (the inbound connection's task keeps driving its upstream
+    // connection while it drains), and the gate stops well before its 10 s drain limit.
+    let (addr, accepted, _task) = start_closing_upstream(Duration::from_millis(700)).await;
+    let h = Harness::start(Options {
+        upstream_addr: Some(addr),
+        ..Options::default()
+    })
+    .await;
+    let path = "/_matrix/federation/v1/query/profile?user_id=%40a%3Aland.example";
+    let header = h.good_header("GET", path, None);
+    let request = h
+        .client
+        .get(h.url(path))
+        .header("authorization", &header)
+        .send();
+    let in_flight = tokio::spawn(request);
+    eventually(DEADLINE, "the request reaches the upstream", || {
+        let accepted = accepted.clone();
+        async move { (accepted.load(Ordering::SeqCst) == 1).then_some(()) }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let inbound = h.gate.inbound_addr();
+    h.gate.shutdown().await;
+    let (status, body) = json_of(in_flight.await.unwrap().unwrap()).await;
+    assert_eq!((status, body), (200, json!({})));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(inbound).await.is_err(),
+        "the inbound listener is closed after shutdown"
     );
 }

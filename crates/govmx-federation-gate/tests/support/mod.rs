@@ -103,10 +103,12 @@ impl FakeUpstream {
     }
 }
 
-/// An HTTP/1.1 upstream that answers every request `200 {}` *with* keep-alive semantics and
-/// then closes the connection anyway, as a server ending an idle connection does. Counts the
-/// connections it accepted.
-pub async fn start_closing_upstream() -> (
+/// An HTTP/1.1 upstream that answers every request `200 {}` after `delay`, *with* keep-alive
+/// semantics, and then closes the connection anyway, as a server ending an idle connection
+/// does. Counts the connections it accepted.
+pub async fn start_closing_upstream(
+    delay: Duration,
+) -> (
     SocketAddr,
     Arc<std::sync::atomic::AtomicUsize>,
     JoinHandle<()>,
@@ -131,6 +133,7 @@ pub async fn start_closing_upstream() -> (
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
+                tokio::time::sleep(delay).await;
                 let _ = tcp
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
                     .await;
