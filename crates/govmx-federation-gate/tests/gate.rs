@@ -1133,27 +1133,53 @@ async fn slow_clients_are_disconnected() {
     assert!(h.upstream.seen().is_empty());
 }
 
+/// A gate in front of [`start_closing_upstream`]`(delay)`, with a profile query and a good
+/// X-Matrix header for it.
+struct ClosingUpstream {
+    h: Harness,
+    accepted: Arc<AtomicUsize>,
+    _upstream: tokio::task::JoinHandle<()>,
+    path: &'static str,
+    header: String,
+}
+
+impl ClosingUpstream {
+    async fn start(delay: Duration) -> ClosingUpstream {
+        let (addr, accepted, upstream) = start_closing_upstream(delay).await;
+        let h = Harness::start(Options {
+            upstream_addr: Some(addr),
+            ..Options::default()
+        })
+        .await;
+        let path = "/_matrix/federation/v1/query/profile?user_id=%40a%3Aland.example";
+        let header = h.good_header("GET", path, None);
+        ClosingUpstream {
+            h,
+            accepted,
+            _upstream: upstream,
+            path,
+            header,
+        }
+    }
+
+    fn request(
+        &self,
+    ) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+        self.h
+            .client
+            .get(self.h.url(self.path))
+            .header("authorization", &self.header)
+            .send()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_inbound_connection_reconnects_its_upstream_after_a_close() {
     // The gate keeps one upstream connection per inbound connection; when the homeserver closes
     // it between requests, the next request goes out on a new one and does not fail.
-    let (addr, accepted, _task) = start_closing_upstream(Duration::ZERO).await;
-    let h = Harness::start(Options {
-        upstream_addr: Some(addr),
-        ..Options::default()
-    })
-    .await;
-    let path = "/_matrix/federation/v1/query/profile?user_id=%40a%3Aland.example";
-    let header = h.good_header("GET", path, None);
+    let t = ClosingUpstream::start(Duration::ZERO).await;
     for i in 0..5 {
-        let res = h
-            .client
-            .get(h.url(path))
-            .header("authorization", &header)
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = json_of(res).await;
+        let (status, body) = json_of(t.request().await.unwrap()).await;
         assert_eq!(
             (status, body.clone()),
             (200, json!({})),
@@ -1161,7 +1187,7 @@ async fn each_inbound_connection_reconnects_its_upstream_after_a_close() {
         );
     }
     assert_eq!(
-        accepted.load(Ordering::SeqCst),
+        t.accepted.load(Ordering::SeqCst),
         5,
         "one upstream connection per request"
     );
@@ -1172,28 +1198,16 @@ async fn shutdown_lets_a_request_in_flight_finish() {
     // The homeserver takes 700 ms to answer; the gate is told to stop meanwhile. The request
     // still gets its answer (the inbound connection's task keeps driving its upstream
     // connection while it drains), and the gate stops well before its 10 s drain limit.
-    let (addr, accepted, _task) = start_closing_upstream(Duration::from_millis(700)).await;
-    let h = Harness::start(Options {
-        upstream_addr: Some(addr),
-        ..Options::default()
-    })
-    .await;
-    let path = "/_matrix/federation/v1/query/profile?user_id=%40a%3Aland.example";
-    let header = h.good_header("GET", path, None);
-    let request = h
-        .client
-        .get(h.url(path))
-        .header("authorization", &header)
-        .send();
-    let in_flight = tokio::spawn(request);
+    let t = ClosingUpstream::start(Duration::from_millis(700)).await;
+    let in_flight = tokio::spawn(t.request());
     eventually(DEADLINE, "the request reaches the upstream", || {
-        let accepted = accepted.clone();
+        let accepted = t.accepted.clone();
         async move { (accepted.load(Ordering::SeqCst) == 1).then_some(()) }
     })
     .await;
     let started = std::time::Instant::now();
-    let inbound = h.gate.inbound_addr();
-    h.gate.shutdown().await;
+    let inbound = t.h.gate.inbound_addr();
+    t.h.gate.shutdown().await;
     let (status, body) = json_of(in_flight.await.unwrap().unwrap()).await;
     assert_eq!((status, body), (200, json!({})));
     assert!(
