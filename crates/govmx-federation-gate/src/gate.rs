@@ -386,12 +386,11 @@ async fn serve_tls_connection(
     };
     // This connection's own upstream connection, driven by this task next to it.
     let (upstream, driver) = Upstream::new(shared.upstream_authority.clone());
-    let peer_addr = peer;
-    let peer = Arc::new(inbound::Peer::new(peer, upstream));
+    let connection_peer = Arc::new(inbound::Peer::new(peer, upstream));
     let service = service_fn(move |req| {
         let shared = shared.clone();
-        let peer = peer.clone();
-        async move { Ok::<_, std::convert::Infallible>(inbound::handle(shared, req, &peer).await) }
+        let from = connection_peer.clone();
+        async move { Ok::<_, std::convert::Infallible>(inbound::handle(shared, req, &from).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -405,7 +404,7 @@ async fn serve_tls_connection(
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
-                tracing::debug!(%peer_addr, %error, "inbound connection ended with an error");
+                tracing::debug!(%peer, %error, "inbound connection ended with an error");
             }
         }
         () = driver.as_mut() => {}

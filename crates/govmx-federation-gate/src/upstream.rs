@@ -71,30 +71,25 @@ impl Upstream {
         if !req.headers().contains_key(header::HOST) {
             req.headers_mut().insert(header::HOST, self.host.clone());
         }
-        let reused = self
+        let idle = self
             .idle
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
             .filter(|sender| !sender.is_closed());
-        let req = match reused {
-            Some(mut sender) => match sender.ready().await {
+        if let Some(mut sender) = idle {
+            // An idle connection the upstream closed takes nothing: then once more on a new one.
+            req = match sender.ready().await {
+                Err(_) => req,
                 Ok(()) => match sender.try_send_request(req).await {
                     Ok(response) => {
                         self.keep(sender);
                         return Ok(response);
                     }
-                    // Closed before the request went out: once more on a new connection.
-                    Err(mut error) => match error.take_message() {
-                        Some(req) => req,
-                        None => return Err(error.into_error().into()),
-                    },
+                    Err(mut error) => error.take_message().ok_or_else(|| error.into_error())?,
                 },
-                // The idle connection is gone; nothing was sent on it.
-                Err(_) => req,
-            },
-            None => req,
-        };
+            };
+        }
         let mut sender = self.connect().await?;
         sender.ready().await?;
         let response = sender.send_request(req).await?;

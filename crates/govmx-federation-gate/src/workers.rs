@@ -66,16 +66,6 @@ impl Workers {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         &self.handles[index]
     }
-
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Never true: a pool has at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
 }
 
 /// One worker per core this process may use (cgroup quota and affinity included).
