@@ -284,11 +284,11 @@ fn json_fast_path(text: &str) -> Option<Document> {
     let value = after_key.trim_start().strip_prefix(':')?.trim_start();
     let name = value.strip_prefix('"')?.split('"').next()?;
     Some(match Kind::from_name(name)? {
-        kind @ Kind::FederationList => Document::FederationList(typed(
-            text,
-            |d: &FederationList| (&d.api_version, &d.kind),
-            kind,
-        )?),
+        kind @ Kind::FederationList => Document::FederationList(
+            crate::parallel::federation_list(text, parse_threads())
+                .filter(|d| d.api_version == API_VERSION && d.kind == kind.as_str())
+                .or_else(|| typed(text, |d: &FederationList| (&d.api_version, &d.kind), kind))?,
+        ),
         kind @ Kind::ContactRules => Document::ContactRules(typed(
             text,
             |d: &ContactRules| (&d.api_version, &d.kind),
@@ -308,6 +308,11 @@ fn json_fast_path(text: &str) -> Option<Document> {
             kind,
         )?),
     })
+}
+
+/// Threads for deserialising one large document: the CPUs this process may use.
+fn parse_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 pub(crate) fn sorted(mut errors: Vec<PolicyError>) -> Vec<PolicyError> {

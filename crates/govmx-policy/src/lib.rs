@@ -18,6 +18,7 @@ mod decision;
 mod diag;
 mod document;
 mod model;
+mod parallel;
 mod position;
 mod set;
 mod units;

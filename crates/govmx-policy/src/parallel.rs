@@ -1,0 +1,408 @@
+//! Parallel deserialisation of a large federation list in JSON syntax.
+//!
+//! A 100,000-server list is ~14 MB of JSON; serde_json reads it at ~450 MB/s on one core, which
+//! dominates a gate's list reload. The `servers` array is cut into one chunk per thread and the
+//! chunks are deserialised concurrently. The cut points are *guessed* (the first `},{` after an
+//! even split of the bytes) and then proven by the parse itself:
+//!
+//! - The array's opening `[` is found by a small, string-aware scan of the top-level object, and
+//!   the rest of the document (`"servers":[]` in place of the array) is deserialised strictly as
+//!   a [`FederationList`], so the prefix up to the `[` reads exactly as a sequential parse reads it.
+//! - Chunk 0 starts right after that `[`, a true element boundary. Each chunk deserialises
+//!   element after element; chunk *k* must land **exactly** on the start of chunk *k + 1* after a
+//!   comma (so that start is a true boundary too: induction), and the last chunk must end at the
+//!   array's closing `]`.
+//!
+//! JSON tokenisation of a prefix does not depend on what follows, so when every check holds the
+//! result is the one a sequential parse produces. When any check fails (a guessed cut inside a
+//! string, any syntax or type error) the caller falls back to the sequential parse, which also
+//! produces the precise error. Wrong guesses cost time, never correctness.
+
+use crate::model::{FederationList, FederationMember};
+
+/// Below this many bytes of `servers` array a single thread is faster than the hand-off.
+const MIN_CHUNK_BYTES: usize = 1 << 20;
+
+/// Upper bound of threads used for one document.
+const MAX_THREADS: usize = 8;
+
+/// The federation list in `text` (JSON syntax), deserialised on up to `threads` threads, or
+/// `None` when the text is small, has no top-level `servers` array where a plain scan finds it,
+/// or anything in it fails to deserialise (the caller then parses sequentially).
+pub(crate) fn federation_list(text: &str, threads: usize) -> Option<FederationList> {
+    let start = servers_array_start(text.as_bytes())?;
+    let threads = threads
+        .min(MAX_THREADS)
+        .min((text.len() - start) / MIN_CHUNK_BYTES);
+    if threads < 2 {
+        return None;
+    }
+    let starts = chunk_starts(text, start, threads);
+    let chunks: Vec<Option<Chunk>> = std::thread::scope(|scope| {
+        // Chunk 0 reserves room for the whole array, so appending the others does not move it.
+        let chunk = |k: usize| {
+            let to = starts.get(k + 1).copied();
+            let reserve_until = if k == 0 {
+                text.len()
+            } else {
+                to.unwrap_or(text.len())
+            };
+            parse_chunk(text, starts[k], to, reserve_until)
+        };
+        // A thread the OS refuses is no error: that chunk is parsed here afterwards.
+        let spawned: Vec<_> = (1..starts.len())
+            .map(|k| {
+                (
+                    k,
+                    std::thread::Builder::new().spawn_scoped(scope, move || chunk(k)),
+                )
+            })
+            .collect();
+        let mut chunks = vec![chunk(0)];
+        for (k, spawned) in spawned {
+            chunks.push(match spawned {
+                Ok(thread) => thread.join().ok().flatten(),
+                Err(_) => chunk(k),
+            });
+        }
+        chunks
+    });
+    let mut members = Vec::new();
+    let mut end = None;
+    for chunk in chunks {
+        let chunk = chunk?;
+        end = chunk.array_end;
+        if members.is_empty() {
+            members = chunk.members;
+        } else {
+            members.extend(chunk.members);
+        }
+    }
+    // Every chunk but the last one ended on its successor's start (`parse_chunk` checks);
+    // the last one must have met the closing bracket.
+    let end = end?;
+    let mut rest = String::with_capacity(start + text.len() - end);
+    rest.push_str(&text[..start]);
+    rest.push_str(&text[end..]);
+    let mut list: FederationList = serde_json::from_str(&rest).ok()?;
+    if !list.servers.is_empty() {
+        return None;
+    }
+    list.servers = members;
+    Some(list)
+}
+
+/// What one chunk yielded.
+struct Chunk {
+    members: Vec<FederationMember>,
+    /// The offset of the array's closing `]` when the chunk ended there.
+    array_end: Option<usize>,
+}
+
+/// Deserialises the elements from `from` on; stops exactly at `to` (the next chunk's first
+/// element, after a comma) or, for the last chunk (`to == None`), at the closing `]`. Reserves
+/// room for the elements that fit in the bytes up to `reserve_until`, estimated from the
+/// first 64.
+fn parse_chunk(text: &str, from: usize, to: Option<usize>, reserve_until: usize) -> Option<Chunk> {
+    let bytes = text.as_bytes();
+    let mut members = Vec::new();
+    let mut at = from;
+    loop {
+        let mut stream =
+            serde_json::Deserializer::from_str(text.get(at..)?).into_iter::<FederationMember>();
+        members.push(stream.next()?.ok()?);
+        at = skip_whitespace(bytes, at + stream.byte_offset());
+        if members.len() == 64 {
+            let per_element = (at - from) / 64 + 1;
+            members.reserve(reserve_until.saturating_sub(at) / per_element * 11 / 10);
+        }
+        match bytes.get(at)? {
+            b',' => {
+                at = skip_whitespace(bytes, at + 1);
+                match to {
+                    Some(to) if at == to => {
+                        return Some(Chunk {
+                            members,
+                            array_end: None,
+                        });
+                    }
+                    Some(to) if at > to => return None,
+                    _ => {}
+                }
+            }
+            b']' if to.is_none() => {
+                return Some(Chunk {
+                    members,
+                    array_end: Some(at),
+                });
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// `threads` start offsets: `start` and, for each further thread, the first `{` that follows
+/// `}` and `,` (with optional whitespace) after an even split of the remaining bytes. Guesses that
+/// collide or find nothing are dropped.
+fn chunk_starts(text: &str, start: usize, threads: usize) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let span = text.len() - start;
+    let mut starts = vec![start];
+    for k in 1..threads {
+        let mut at = start + span * k / threads;
+        while let Some(found) = text.get(at..).and_then(|rest| rest.find('}')) {
+            at = skip_whitespace(bytes, at + found + 1);
+            if bytes.get(at) != Some(&b',') {
+                continue;
+            }
+            at = skip_whitespace(bytes, at + 1);
+            if bytes.get(at) == Some(&b'{') {
+                if at > *starts.last().unwrap_or(&0) {
+                    starts.push(at);
+                }
+                break;
+            }
+        }
+    }
+    starts
+}
+
+/// The offset just after the `[` that opens the value of the top-level key `servers`, found by
+/// a string-aware scan of the keys and values before it. `None` when the text is not an object,
+/// the key is spelt with escapes, or the value is not an array.
+fn servers_array_start(bytes: &[u8]) -> Option<usize> {
+    let mut at = skip_whitespace(bytes, 0);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    at += 1;
+    loop {
+        at = skip_whitespace(bytes, at);
+        let key_end = skip_string(bytes, at)?;
+        let key = &bytes[at + 1..key_end - 1];
+        at = skip_whitespace(bytes, key_end);
+        if bytes.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_whitespace(bytes, at + 1);
+        if key == b"servers" {
+            return (bytes.get(at) == Some(&b'[')).then_some(at + 1);
+        }
+        at = skip_whitespace(bytes, skip_value(bytes, at)?);
+        if bytes.get(at) != Some(&b',') {
+            return None;
+        }
+        at += 1;
+    }
+}
+
+/// The offset after the JSON string that starts at `at`.
+fn skip_string(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let mut at = at + 1;
+    loop {
+        match *bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => at += 2,
+            _ => at += 1,
+        }
+    }
+}
+
+/// The offset after the JSON value that starts at `at` (only used on the small header before
+/// the `servers` array; the strict parse of the rest checks that value again).
+fn skip_value(bytes: &[u8], at: usize) -> Option<usize> {
+    match *bytes.get(at)? {
+        b'"' => skip_string(bytes, at),
+        b'{' | b'[' => {
+            let (mut depth, mut at) = (0usize, at);
+            loop {
+                match *bytes.get(at)? {
+                    b'"' => {
+                        at = skip_string(bytes, at)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(at + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                at += 1;
+            }
+        }
+        _ => {
+            let scalar = bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
+                .count();
+            (scalar > 0).then_some(at + scalar)
+        }
+    }
+}
+
+fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A federation list in JSON syntax with `n` members, `separator` between elements and
+    /// `organisation` rendering each member's organisation object.
+    fn list(n: usize, separator: &str, organisation: impl Fn(usize) -> String) -> String {
+        let members: Vec<String> = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"serverName": "s{i}.example.de", "organisation": {}, "class": "{}"}}"#,
+                    organisation(i),
+                    if i % 3 == 0 { "citizen" } else { "agency" }
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"apiVersion": "govmx.de/v1", "kind": "FederationList",
+  "metadata": {{"name": "a \"servers\": [ list", "version": 3, "issued": "2026-01-01T00:00:00Z", "maxAge": "30d"}},
+  "servers": [{}]}}"#,
+            members.join(separator)
+        )
+    }
+
+    fn plain(i: usize) -> String {
+        format!(r#"{{"id": "org-{i}", "displayName": "Organisation {i} \u00e4 \"x\""}}"#)
+    }
+
+    fn sequential(text: &str) -> FederationList {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {}", &text[..400]))
+    }
+
+    #[test]
+    fn chunks_give_the_sequential_result() {
+        for separator in [",", ",\n    ", " , "] {
+            let text = list(40_000, separator, plain);
+            let expected = sequential(&text);
+            for threads in [2, 3, 8] {
+                let starts = chunk_starts(
+                    &text,
+                    servers_array_start(text.as_bytes()).unwrap(),
+                    threads,
+                );
+                assert_eq!(starts.len(), threads, "{separator:?}: one chunk per thread");
+                assert_eq!(
+                    federation_list(&text, threads).as_ref(),
+                    Some(&expected),
+                    "{separator:?}, {threads} threads"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_cut_guessed_inside_a_string_falls_back() {
+        // One organisation name in the middle holds `},{` over and over, so the guessed cut for
+        // two threads lands inside that string: chunk 0 steps over it and the guess is refused.
+        let n = 40_000;
+        let text = list(n, ",", |i| {
+            if i == n / 2 {
+                format!(
+                    r#"{{"id": "org-{i}", "displayName": "{}"}}"#,
+                    "x},{y ".repeat(30_000)
+                )
+            } else {
+                plain(i)
+            }
+        });
+        let start = servers_array_start(text.as_bytes()).unwrap();
+        let cut = chunk_starts(&text, start, 2)[1];
+        let inside = text.find("x},{y").unwrap();
+        assert!(
+            cut > inside && cut < inside + 30_000 * 6,
+            "the guess lands in the string"
+        );
+        assert_eq!(federation_list(&text, 2), None);
+        // The sequential parse in `parse_document` still reads it.
+        assert_eq!(sequential(&text).servers.len(), n);
+    }
+
+    #[test]
+    fn invalid_elements_and_documents_fall_back() {
+        let text = list(40_000, ",", plain);
+        let broken = [
+            // A type error in the last chunk.
+            {
+                let last = text.rfind("citizen").unwrap();
+                format!("{}ministry{}", &text[..last], &text[last + 7..])
+            },
+            // An unknown key in the first chunk.
+            text.replacen(r#""serverName""#, r#""servername""#, 1),
+            // The array is not closed.
+            text.replacen("}]}", "}}", 1),
+            // A second `servers` key after the array.
+            text.replacen("}]}", r#"}], "servers": []}"#, 1),
+            // Trailing garbage.
+            format!("{text} x"),
+        ];
+        for (i, text) in broken.iter().enumerate() {
+            assert_eq!(federation_list(text, 2), None, "case {i}");
+            assert!(
+                serde_json::from_str::<FederationList>(text).is_err(),
+                "case {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_scan_finds_only_the_top_level_key() {
+        let at = |text: &str| servers_array_start(text.as_bytes());
+        assert_eq!(at(r#"{"servers": [1]}"#), Some(13));
+        assert_eq!(
+            at(
+                r#" { "a" : {"servers": [1]}, "b": [1, {"c": "]"}], "n": -1.5e3, "t": true, "servers":[]}"#
+            ),
+            Some(84)
+        );
+        assert_eq!(at(r#"{"a\"servers": [1]}"#), None);
+        assert_eq!(at(r#"{"serv\u0065rs": [1]}"#), None);
+        assert_eq!(at(r#"{"servers": {}}"#), None);
+        assert_eq!(at(r#"["servers", []]"#), None);
+        assert_eq!(at(r#"{"a": "unterminated"#), None);
+        assert_eq!(at(""), None);
+    }
+
+    #[test]
+    fn a_chunk_must_end_exactly_on_the_next_start() {
+        let text = list(10, ",\n", plain);
+        let start = servers_array_start(text.as_bytes()).unwrap();
+        let third = text.match_indices(r#"{"serverName""#).nth(2).unwrap().0;
+        let two = parse_chunk(&text, start, Some(third), 0).expect("two elements");
+        assert_eq!((two.members.len(), two.array_end), (2, None));
+        for wrong in [third - 2, third + 1] {
+            assert!(
+                parse_chunk(&text, start, Some(wrong), 0).is_none(),
+                "cut at {wrong}"
+            );
+        }
+        let rest = parse_chunk(&text, third, None, 0).expect("the rest");
+        assert_eq!(
+            (rest.members.len(), rest.array_end),
+            (8, Some(text.len() - 2))
+        );
+        // A chunk that is not the last one may not run into the end of the array.
+        assert!(parse_chunk(&text, third, Some(text.len()), 0).is_none());
+    }
+
+    #[test]
+    fn small_lists_stay_on_one_thread() {
+        let text = list(100, ",", plain);
+        assert_eq!(federation_list(&text, 8), None);
+    }
+}
