@@ -7,8 +7,10 @@
 //! - **Primary source**: the bundle directory or HTTPS URL ([`BundleSource`]). [`ListStore::poll`]
 //!   reads the bundle's files into memory and compares them and the trust file with the ones
 //!   behind the list in use. Unchanged, they only refresh the confirmation time; changed, they
-//!   are verified (signatures, threshold; on the store's reload thread, so a large list never
-//!   stalls request handling) and swapped in; a failure keeps the old list and counts `failed`.
+//!   are verified (signatures, threshold) and swapped in; a failure keeps the old list and
+//!   counts `failed`. Reading a directory, verifying, swapping, freeing the replaced list and
+//!   the last-known-good write are one job on the store's reload thread, so a large list never
+//!   stalls request handling and a reload under load never waits for a busy runtime thread.
 //! - **No rollback**: a bundle whose version is lower than the list in use, or the same version
 //!   with other content, is refused (a replayed old list cannot re-admit a removed server).
 //! - **Last-known-good**: after each successful verification the exact bytes verified are written
@@ -21,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -122,7 +124,7 @@ pub enum ReloadOutcome {
 /// The runtime list holder.
 #[derive(Debug)]
 pub struct ListStore {
-    current: ArcSwapOption<CurrentList>,
+    current: Arc<ArcSwapOption<CurrentList>>,
     source: BundleSource,
     trust: PathBuf,
     lkg_dir: PathBuf,
@@ -150,7 +152,7 @@ impl ListStore {
             (None, None, _) => return Err("policy: neither dir nor url is set".to_owned()),
         };
         Ok(ListStore {
-            current: ArcSwapOption::empty(),
+            current: Arc::new(ArcSwapOption::empty()),
             source,
             trust: config.trust.clone(),
             lkg_dir: config.last_known_good_dir.clone(),
@@ -193,7 +195,7 @@ impl ListStore {
     pub async fn poll(&self, now: SystemTime) -> ReloadOutcome {
         let outcome = self.poll_inner(now).await;
         match &outcome {
-            // Counted and logged in `poll_inner` at the moment of the swap.
+            // Counted and logged in `ReloadJob::run` at the moment of the swap.
             ReloadOutcome::Loaded { .. } => {}
             ReloadOutcome::Unchanged => self.metrics.reload("unchanged"),
             ReloadOutcome::Failed(error) => {
@@ -206,90 +208,29 @@ impl ListStore {
     }
 
     async fn poll_inner(&self, now: SystemTime) -> ReloadOutcome {
-        let files = match self.source.read().await {
-            Ok(files) => files,
-            Err(error) => return ReloadOutcome::Failed(error),
+        let started = Instant::now();
+        // A URL is fetched here; a directory is read on the reload thread (~14 MB blocks).
+        let fetched = match &self.source {
+            BundleSource::Dir(_) => None,
+            BundleSource::Url(_) => Some(self.source.read().await),
         };
-        let trust = match std::fs::read(&self.trust) {
-            Ok(trust) => Bytes::from(trust),
-            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.trust.display())),
+        let job = ReloadJob {
+            current: self.current.clone(),
+            dir: match &self.source {
+                BundleSource::Dir(dir) => Some(dir.clone()),
+                BundleSource::Url(_) => None,
+            },
+            trust: self.trust.clone(),
+            lkg_dir: self.lkg_dir.clone(),
+            own_server: self.own_server.clone(),
+            metrics: self.metrics.clone(),
         };
-        let previous = self.current.load_full();
-        if let Some(current) = &previous
-            && current.files == files
-            && current.trust == trust
-            && current.source == ListSource::Primary
-        {
-            self.current.store(Some(Arc::new(CurrentList {
-                list: current.list.clone(),
-                verified_at: now,
-                source: ListSource::Primary,
-                files: current.files.clone(),
-                trust: current.trust.clone(),
-            })));
-            self.write_verified_at(now);
-            return ReloadOutcome::Unchanged;
-        }
-        // Verification of a large list takes a while: keep it off the request-serving threads.
-        // A refused list is freed there too.
-        let own_server = self.own_server.clone();
-        let in_use = previous.clone();
-        let verified = self
-            .reload_thread
-            .run(move || {
-                let list = verify_bundle(&files, &trust, &own_server, now)
-                    .map_err(|error| error.to_string())?;
-                let version = list.version();
-                if let Some(current) = &in_use {
-                    let in_use = current.list.version();
-                    if version < in_use {
-                        return Err(format!(
-                            "bundle version {version} is older than the list in use (version {in_use}); rollback refused"
-                        ));
-                    }
-                    if version == in_use && current.files != files {
-                        return Err(format!(
-                            "bundle version {version} is already in use with other content; a changed bundle needs a new version"
-                        ));
-                    }
-                }
-                Ok(Arc::new(CurrentList {
-                    list: Arc::new(list),
-                    verified_at: now,
-                    source: ListSource::Primary,
-                    files,
-                    trust,
-                }))
-            })
+        // One job from reading to the swap: no hand-off back to a busy runtime thread between
+        // the steps (each one waits for a CPU under load).
+        self.reload_thread
+            .run(move || job.run(fetched, now, started))
             .await
-            .and_then(|verified| verified);
-        let current = match verified {
-            Ok(current) => current,
-            Err(error) => return ReloadOutcome::Failed(error),
-        };
-        let version = current.list.version();
-        let files = current.files.clone();
-        self.current.store(Some(current));
-        // The new list serves requests from here on: say so now, not after the disk write.
-        self.metrics.reload("loaded");
-        self.metrics.list_version.set(version as i64);
-        tracing::info!(version, "federation list loaded");
-        // Freeing the old one (a large list is ~10^6 allocations) and
-        // persisting ~10 MB must not hold up a request-serving thread.
-        let lkg_dir = self.lkg_dir.clone();
-        let written = self
-            .reload_thread
-            .run(move || {
-                drop(previous);
-                write_last_known_good(&lkg_dir, &files, now).map_err(|error| error.to_string())
-            })
-            .await;
-        if let Err(error) = written.and_then(|result| result) {
-            tracing::error!(%error, dir = %self.lkg_dir.display(), "cannot write the last-known-good copy");
-        } else {
-            tracing::debug!(version, dir = %self.lkg_dir.display(), "last-known-good copy written");
-        }
-        ReloadOutcome::Loaded { version }
+            .unwrap_or_else(ReloadOutcome::Failed)
     }
 
     /// The list as requests see it at `now` (also updates the age and freshness gauges).
@@ -361,16 +302,117 @@ impl ListStore {
             trust,
         })
     }
+}
 
-    fn write_verified_at(&self, now: SystemTime) {
-        write_verified_at(&self.lkg_dir, now);
+/// Everything one reload needs, moved to the reload thread.
+struct ReloadJob {
+    current: Arc<ArcSwapOption<CurrentList>>,
+    /// The bundle directory (`None`: the files were fetched from a URL).
+    dir: Option<PathBuf>,
+    trust: PathBuf,
+    lkg_dir: PathBuf,
+    own_server: String,
+    metrics: Metrics,
+}
+
+impl ReloadJob {
+    /// Reads (unless `fetched`), compares, verifies and swaps in the bundle; after the swap
+    /// frees the replaced list and writes the last-known-good copy.
+    fn run(
+        self,
+        fetched: Option<Result<BundleFiles, String>>,
+        now: SystemTime,
+        started: Instant,
+    ) -> ReloadOutcome {
+        let files = match (fetched, &self.dir) {
+            (Some(fetched), _) => fetched,
+            (None, Some(dir)) => read_dir_bundle(dir),
+            (None, None) => Err("no bundle source".to_owned()),
+        };
+        let files = match files {
+            Ok(files) => files,
+            Err(error) => return ReloadOutcome::Failed(error),
+        };
+        let trust = match std::fs::read(&self.trust) {
+            Ok(trust) => Bytes::from(trust),
+            Err(e) => return ReloadOutcome::Failed(format!("{}: {e}", self.trust.display())),
+        };
+        let previous = self.current.load_full();
+        if let Some(current) = &previous
+            && current.files == files
+            && current.trust == trust
+            && current.source == ListSource::Primary
+        {
+            self.current.store(Some(Arc::new(CurrentList {
+                list: current.list.clone(),
+                verified_at: now,
+                source: ListSource::Primary,
+                files: current.files.clone(),
+                trust: current.trust.clone(),
+            })));
+            write_verified_at(&self.lkg_dir, now);
+            return ReloadOutcome::Unchanged;
+        }
+        let read = started.elapsed();
+        let list = match verify_bundle(&files, &trust, &self.own_server, now) {
+            Ok(list) => list,
+            // A refused list is freed here, on the reload thread.
+            Err(error) => return ReloadOutcome::Failed(error.to_string()),
+        };
+        let version = list.version();
+        if let Some(current) = &previous {
+            let in_use = current.list.version();
+            if version < in_use {
+                return ReloadOutcome::Failed(format!(
+                    "bundle version {version} is older than the list in use (version {in_use}); rollback refused"
+                ));
+            }
+            if version == in_use && current.files != files {
+                return ReloadOutcome::Failed(format!(
+                    "bundle version {version} is already in use with other content; a changed bundle needs a new version"
+                ));
+            }
+        }
+        self.current.store(Some(Arc::new(CurrentList {
+            list: Arc::new(list),
+            verified_at: now,
+            source: ListSource::Primary,
+            files: files.clone(),
+            trust,
+        })));
+        // The new list serves requests from here on: say so now, not after the disk write.
+        self.metrics.reload("loaded");
+        self.metrics.list_version.set(version as i64);
+        tracing::info!(
+            version,
+            read_ms = millis(read),
+            verify_ms = millis(started.elapsed() - read),
+            "federation list loaded"
+        );
+        // Freeing the old list (~10^6 allocations for a large one) and persisting ~14 MB
+        // happen here too, never on a request-serving thread.
+        drop(previous);
+        match write_last_known_good(&self.lkg_dir, &files, now) {
+            Ok(()) => {
+                tracing::debug!(version, dir = %self.lkg_dir.display(), "last-known-good copy written");
+            }
+            Err(error) => {
+                tracing::error!(%error, dir = %self.lkg_dir.display(), "cannot write the last-known-good copy");
+            }
+        }
+        ReloadOutcome::Loaded { version }
     }
+}
+
+/// Whole milliseconds, for log fields.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A job for the reload thread.
 type Job = Box<dyn FnOnce() + Send>;
 
-/// The one thread that verifies, compiles, persists and frees federation lists.
+/// The one thread that reads, verifies, compiles, swaps in, persists and frees federation lists.
 ///
 /// A long-lived thread rather than tokio's blocking pool (whose idle threads end after 10 s):
 /// the allocator's per-thread heap survives from one reload to the next, so with

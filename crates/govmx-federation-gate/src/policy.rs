@@ -185,25 +185,33 @@ pub fn verify_bundle(
         .filter(|(name, _)| name.as_str() != SIGNATURES_FILE)
         .map(|(name, bytes)| (name.as_str(), &bytes[..]))
         .collect();
-    let verified = bundle::verify(signatures, &contents, &trust)
-        .map_err(|e| PolicyError::Verify(e.to_string()))?;
-
     let own = <&ServerName>::try_from(own_server)
         .map_err(|e| PolicyError::Documents(format!("own server name {own_server:?}: {e}")))?;
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for (name, bytes) in files
-        .iter()
-        .filter(|(name, _)| name.as_str() != SIGNATURES_FILE)
-    {
-        match govmx_policy::parse_document_shared(name, bytes.clone(), Some(now)) {
-            Ok(doc) => docs.push(doc),
-            Err(mut problems) => errors.append(&mut problems),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(PolicyError::Documents(join(&errors)));
-    }
+    // The hashes (SHA-256 of ~14 MB for a 100,000-server list) are computed while the
+    // documents are parsed. Nothing parsed is used unless the signatures verify, and the
+    // verification error wins over any parse error. Parsing before verifying exposes no new
+    // parser: the same serde_json reads unauthenticated transactions from the network, and the
+    // documents are size-bounded.
+    // Without a thread (the OS refused one), the hashes are computed after the parse.
+    let verify = || {
+        bundle::verify(signatures, &contents, &trust)
+            .map_err(|e| PolicyError::Verify(e.to_string()))
+    };
+    let (verified, parsed) = std::thread::scope(|scope| {
+        let hashing = std::thread::Builder::new().spawn_scoped(scope, verify);
+        let parsed = parse_documents(files, now);
+        let verified = match hashing {
+            Ok(hashing) => hashing.join().unwrap_or_else(|_| {
+                Err(PolicyError::Verify(
+                    "signature verification panicked".to_owned(),
+                ))
+            }),
+            Err(_) => verify(),
+        };
+        (verified, parsed)
+    });
+    let verified = verified?;
+    let docs = parsed?;
     let set = PolicySet::new(docs, own).map_err(|errors| PolicyError::Documents(join(&errors)))?;
     let servers = &set.federation().servers;
     let mut delegated = HashMap::new();
@@ -229,6 +237,29 @@ pub fn verify_bundle(
         delegated,
         mixed_case,
     })
+}
+
+/// Parses and checks every document of the bundle (all but the signature file).
+fn parse_documents(
+    files: &BundleFiles,
+    now: OffsetDateTime,
+) -> Result<Vec<ParsedDocument>, PolicyError> {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for (name, bytes) in files
+        .iter()
+        .filter(|(name, _)| name.as_str() != SIGNATURES_FILE)
+    {
+        match govmx_policy::parse_document_shared(name, bytes.clone(), Some(now)) {
+            Ok(doc) => docs.push(doc),
+            Err(mut problems) => errors.append(&mut problems),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(PolicyError::Documents(join(&errors)))
+    }
 }
 
 fn join(errors: &[govmx_policy::PolicyError]) -> String {
