@@ -15,7 +15,8 @@
 #      (json or yaml: the syntax of the 100,000-server list, default json),
 #      GATE_ENV (extra environment for the gates, default none), BENCH_PORT_BASE (28400),
 #      PARTS (which of deny, allow, reload to run; default all three: "deny allow reload"),
-#      RELOAD_NICE (the gates' policy.reload_nice, default 0),
+#      RELOAD_NICE (the gates' policy.reload_nice, default 0), GATE_BIN (a gate binary to
+#      measure instead of the one built from this tree, for A/B runs of two commits),
 #      KEEP=1 keeps the temp dir, PERF=1 records a perf profile of the gate on the deny and
 #      allow paths (perf report printed to stderr).
 set -euo pipefail
@@ -56,6 +57,10 @@ WORK=$(mktemp -d "$TMPROOT/govmx-bench-gate.XXXXXX")
 trap cleanup EXIT
 log "building release binaries"
 build_release
+if [[ -n "${GATE_BIN:-}" ]]; then
+    cp "$GATE_BIN" "$BIN/govmx-federation-gate"
+    log "gate binary: $GATE_BIN"
+fi
 GOVMX="$BIN/govmx"
 GATE="$BIN/govmx-federation-gate"
 mkdir -p "$WORK"/{certs,syn,ngx,keys,gate-deny,gate-allow}
