@@ -210,16 +210,13 @@ impl ListStore {
     async fn poll_inner(&self, now: SystemTime) -> ReloadOutcome {
         let started = Instant::now();
         // A URL is fetched here; a directory is read on the reload thread (~14 MB blocks).
-        let fetched = match &self.source {
-            BundleSource::Dir(_) => None,
-            BundleSource::Url(_) => Some(self.source.read().await),
+        let files = match &self.source {
+            BundleSource::Dir(dir) => JobFiles::Read(dir.clone()),
+            BundleSource::Url(_) => JobFiles::Fetched(self.source.read().await),
         };
         let job = ReloadJob {
             current: self.current.clone(),
-            dir: match &self.source {
-                BundleSource::Dir(dir) => Some(dir.clone()),
-                BundleSource::Url(_) => None,
-            },
+            files,
             trust: self.trust.clone(),
             lkg_dir: self.lkg_dir.clone(),
             own_server: self.own_server.clone(),
@@ -228,7 +225,7 @@ impl ListStore {
         // One job from reading to the swap: no hand-off back to a busy runtime thread between
         // the steps (each one waits for a CPU under load).
         self.reload_thread
-            .run(move || job.run(fetched, now, started))
+            .run(move || job.run(now, started))
             .await
             .unwrap_or_else(ReloadOutcome::Failed)
     }
@@ -304,11 +301,18 @@ impl ListStore {
     }
 }
 
+/// The bundle files of a reload job.
+enum JobFiles {
+    /// To be read from this directory (on the reload thread).
+    Read(PathBuf),
+    /// Already fetched from the URL.
+    Fetched(Result<BundleFiles, String>),
+}
+
 /// Everything one reload needs, moved to the reload thread.
 struct ReloadJob {
     current: Arc<ArcSwapOption<CurrentList>>,
-    /// The bundle directory (`None`: the files were fetched from a URL).
-    dir: Option<PathBuf>,
+    files: JobFiles,
     trust: PathBuf,
     lkg_dir: PathBuf,
     own_server: String,
@@ -316,18 +320,12 @@ struct ReloadJob {
 }
 
 impl ReloadJob {
-    /// Reads (unless `fetched`), compares, verifies and swaps in the bundle; after the swap
+    /// Reads (a directory), compares, verifies and swaps in the bundle; after the swap
     /// frees the replaced list and writes the last-known-good copy.
-    fn run(
-        self,
-        fetched: Option<Result<BundleFiles, String>>,
-        now: SystemTime,
-        started: Instant,
-    ) -> ReloadOutcome {
-        let files = match (fetched, &self.dir) {
-            (Some(fetched), _) => fetched,
-            (None, Some(dir)) => read_dir_bundle(dir),
-            (None, None) => Err("no bundle source".to_owned()),
+    fn run(self, now: SystemTime, started: Instant) -> ReloadOutcome {
+        let files = match self.files {
+            JobFiles::Read(dir) => read_dir_bundle(&dir),
+            JobFiles::Fetched(fetched) => fetched,
         };
         let files = match files {
             Ok(files) => files,
