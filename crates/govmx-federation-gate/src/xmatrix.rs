@@ -208,12 +208,13 @@ fn check_key_id(key: &str) -> Result<(), XMatrixError> {
 }
 
 fn check_sig(sig: &str) -> Result<(), XMatrixError> {
-    let ok = !sig.is_empty()
-        && sig
-            .trim_end_matches('=')
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
-    if !ok {
+    // Unpadded or padded base64 (standard or URL-safe alphabet): trailing `=` are ignored.
+    let bytes = sig.as_bytes();
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b'=')
+        .map_or(0, |last| last + 1);
+    if bytes.is_empty() || !bytes[..end].iter().all(|&b| has(b, BASE64)) {
         return Err(XMatrixError::InvalidValue {
             name: "sig",
             reason: "not base64",
@@ -222,13 +223,80 @@ fn check_sig(sig: &str) -> Result<(), XMatrixError> {
     Ok(())
 }
 
-fn is_ws(b: u8) -> bool {
-    b == b' ' || b == b'\t'
+/// Byte classes of the header grammar, one bit each in [`CLASSES`].
+const WS: u8 = 1;
+/// RFC 9110 `tchar`: parameter names and the scheme.
+const TCHAR: u8 = 2;
+/// Bytes of an unquoted parameter value: `tchar` and `:/[]@=` (server names with ports,
+/// IPv6 literals, key ids, padded base64).
+const UNQUOTED: u8 = 4;
+/// `qdtext` without `"` and `\`: what a quoted value holds between escapes.
+const QDTEXT: u8 = 8;
+/// The base64 alphabets (standard and URL-safe), without padding.
+const BASE64: u8 = 16;
+
+/// The class bits of every byte value; one table lookup per byte while scanning.
+static CLASSES: [u8; 256] = classes();
+
+const fn classes() -> [u8; 256] {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        let mut class = 0;
+        if b == b' ' || b == b'\t' {
+            class |= WS;
+        }
+        let tchar = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        if tchar {
+            class |= TCHAR | UNQUOTED;
+        }
+        if matches!(b, b':' | b'/' | b'[' | b']' | b'@' | b'=') {
+            class |= UNQUOTED;
+        }
+        if (b == b'\t' || (b >= 0x20 && b < 0x7f)) && b != b'"' && b != b'\\' {
+            class |= QDTEXT;
+        }
+        if b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_') {
+            class |= BASE64;
+        }
+        table[i] = class;
+        i += 1;
+    }
+    table
 }
 
-/// RFC 9110 `tchar`.
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+fn has(b: u8, class: u8) -> bool {
+    CLASSES[usize::from(b)] & class != 0
+}
+
+fn is_ws(b: u8) -> bool {
+    has(b, WS)
+}
+
+/// The bytes `value` holds, validated as ASCII by the scanner: a `String` without a lossy
+/// conversion (which never applies) or a panic.
+fn ascii_string(cur: &Cursor<'_>, value: &[u8]) -> Result<String, XMatrixError> {
+    std::str::from_utf8(value)
+        .map(str::to_owned)
+        .map_err(|_| cur.err("value is not UTF-8"))
 }
 
 struct Cursor<'a> {
@@ -254,17 +322,21 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// The length of the run of `class` bytes at the cursor.
+    fn span(&self, class: u8) -> usize {
+        self.s[self.i..]
+            .iter()
+            .take_while(|&&b| has(b, class))
+            .count()
+    }
+
     fn skip_ws(&mut self) {
-        while self.peek().is_some_and(is_ws) {
-            self.i += 1;
-        }
+        self.i += self.span(WS);
     }
 
     fn token(&mut self) -> &'a [u8] {
         let start = self.i;
-        while self.peek().is_some_and(is_tchar) {
-            self.i += 1;
-        }
+        self.i += self.span(TCHAR);
         &self.s[start..self.i]
     }
 
@@ -277,15 +349,10 @@ impl<'a> Cursor<'a> {
         self.i += 1;
         // Fast path: no escapes (every value a homeserver sends) is one copy of the slice.
         let start = self.i;
-        let plain = self.s[start..]
-            .iter()
-            .position(|&b| !(b == b'\t' || (0x20..0x7f).contains(&b)) || b == b'"' || b == b'\\');
-        if let Some(len) = plain
-            && self.s[start + len] == b'"'
-        {
+        let len = self.span(QDTEXT);
+        if self.s.get(start + len) == Some(&b'"') {
             self.i = start + len + 1;
-            // Only ASCII bytes were accepted above.
-            return Ok(String::from_utf8_lossy(&self.s[start..start + len]).into_owned());
+            return ascii_string(self, &self.s[start..start + len]);
         }
         let mut out = Vec::with_capacity(self.s.len() - start);
         loop {
@@ -319,17 +386,11 @@ impl<'a> Cursor<'a> {
     /// names with ports, IPv6 literals, key ids, base64).
     fn unquoted(&mut self) -> Result<String, XMatrixError> {
         let start = self.i;
-        while self
-            .peek()
-            .is_some_and(|b| is_tchar(b) || b":/[]@=".contains(&b))
-        {
-            self.i += 1;
-        }
+        self.i += self.span(UNQUOTED);
         if self.i == start {
             return Err(self.err("expected a parameter value"));
         }
-        // Only ASCII bytes were accepted above.
-        Ok(String::from_utf8_lossy(&self.s[start..self.i]).into_owned())
+        ascii_string(self, &self.s[start..self.i])
     }
 }
 
@@ -350,6 +411,24 @@ mod tests {
             Err(e) => format!("err {e}"),
         };
         expect.assert_eq(&actual);
+    }
+
+    #[test]
+    fn byte_classes_match_the_grammar() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(has(b, TCHAR), tchar, "tchar {b:#04x}");
+            assert_eq!(
+                has(b, UNQUOTED),
+                tchar || b":/[]@=".contains(&b),
+                "unquoted {b:#04x}"
+            );
+            let qdtext = (b == b'\t' || (0x20..0x7f).contains(&b)) && b != b'"' && b != b'\\';
+            assert_eq!(has(b, QDTEXT), qdtext, "qdtext {b:#04x}");
+            assert_eq!(has(b, WS), b == b' ' || b == b'\t', "ws {b:#04x}");
+            let base64 = b.is_ascii_alphanumeric() || b"+/-_".contains(&b);
+            assert_eq!(has(b, BASE64), base64, "base64 {b:#04x}");
+        }
     }
 
     #[test]
