@@ -399,22 +399,30 @@ async fn serve_tls_connection(
         .max_buf_size(64 * 1024);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);
-    let driver = driver.run();
-    tokio::pin!(driver);
+    // The upstream connections run in their own task on this worker's runtime: a wake-up of
+    // either socket then polls only the side it concerns, not both. Aborted with this task.
+    let _driver = AbortOnDrop(tokio::spawn(driver.run()).abort_handle());
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
                 tracing::debug!(%peer, %error, "inbound connection ended with an error");
             }
         }
-        () = driver.as_mut() => {}
         () = shutdown.wait() => {
             connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = connection => {}
-                () = driver => {}
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "inbound connection ended with an error");
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
