@@ -17,7 +17,8 @@
 //!   keys (`fetched`, `cached`, `failed`, `backoff`).
 
 use std::borrow::Cow;
-use std::sync::atomic::AtomicU64;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -59,6 +60,8 @@ pub struct KeyFetchLabels {
 /// All metric handles; clones share the underlying values.
 #[derive(Debug, Clone)]
 pub struct Metrics {
+    /// Tells this set of families apart in the per-thread decision cache.
+    id: u64,
     /// Decisions.
     pub decisions: Family<DecisionLabels, Counter>,
     /// Inbound request latency.
@@ -85,10 +88,30 @@ pub struct Metrics {
     pub key_fetches: Family<KeyFetchLabels, Counter>,
 }
 
+/// Most decision counters one thread keeps in its cache; see [`Metrics::decision`].
+const DECISION_CACHE_ENTRIES: usize = 64;
+
+/// A decision counter (shared with its family) and the labels it was created for.
+struct CachedDecision {
+    metrics: u64,
+    surface: &'static str,
+    allowed: bool,
+    rule: Box<str>,
+    class: &'static str,
+    enforced: bool,
+    counter: Counter,
+}
+
+thread_local! {
+    static DECISION_COUNTERS: RefCell<Vec<CachedDecision>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Metrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Metrics {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         let metrics = Metrics {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             decisions: Family::default(),
             request_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             list_version: Gauge::default(),
@@ -177,6 +200,11 @@ impl Metrics {
     }
 
     /// Counts a decision.
+    ///
+    /// Every forwarded request counts one, so the counters a thread has used are kept in a
+    /// small per-thread cache: a short scan comparing a few words and the rule, instead of
+    /// allocating the rule label, hashing five labels and taking the family's lock (shared by
+    /// all workers) on every request.
     pub fn decision(
         &self,
         surface: &'static str,
@@ -185,7 +213,25 @@ impl Metrics {
         class: &'static str,
         enforced: bool,
     ) {
-        self.decisions
+        let cached = DECISION_COUNTERS.with_borrow(|cache| {
+            cache
+                .iter()
+                .find(|c| {
+                    c.metrics == self.id
+                        && c.allowed == allowed
+                        && c.enforced == enforced
+                        && c.surface == surface
+                        && c.class == class
+                        && *c.rule == *rule
+                })
+                .map(|c| c.counter.inc())
+                .is_some()
+        });
+        if cached {
+            return;
+        }
+        let counter = self
+            .decisions
             .get_or_create(&DecisionLabels {
                 surface: Cow::Borrowed(surface),
                 verdict: Cow::Borrowed(if allowed { "allow" } else { "deny" }),
@@ -193,7 +239,23 @@ impl Metrics {
                 class: Cow::Borrowed(class),
                 enforced: Cow::Borrowed(if enforced { "true" } else { "false" }),
             })
-            .inc();
+            .clone();
+        counter.inc();
+        DECISION_COUNTERS.with_borrow_mut(|cache| {
+            // Rules come from the policy documents, so the set is small; the bound only keeps
+            // a pathological policy from making the scan long.
+            if cache.len() < DECISION_CACHE_ENTRIES {
+                cache.push(CachedDecision {
+                    metrics: self.id,
+                    surface,
+                    allowed,
+                    rule: rule.into(),
+                    class,
+                    enforced,
+                    counter,
+                });
+            }
+        });
     }
 
     /// Counts a reload attempt.
@@ -203,5 +265,44 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(verdict: &'static str, rule: &str) -> DecisionLabels {
+        DecisionLabels {
+            surface: Cow::Borrowed("inbound"),
+            verdict: Cow::Borrowed(verdict),
+            rule: Cow::Owned(rule.to_owned()),
+            class: Cow::Borrowed("agency"),
+            enforced: Cow::Borrowed("true"),
+        }
+    }
+
+    #[test]
+    fn cached_decisions_count_in_their_own_family() {
+        let (mut first, mut second) = (Registry::default(), Registry::default());
+        let a = Metrics::register(&mut first);
+        let b = Metrics::register(&mut second);
+        for _ in 0..3 {
+            a.decision("inbound", true, "federation.listed", "agency", true);
+        }
+        b.decision("inbound", true, "federation.listed", "agency", true);
+        a.decision("inbound", false, "federation.listed", "agency", true);
+        a.decision("inbound", true, "federation.other", "agency", true);
+        let count =
+            |m: &Metrics, verdict, rule| m.decisions.get_or_create(&labels(verdict, rule)).get();
+        assert_eq!(count(&a, "allow", "federation.listed"), 3);
+        assert_eq!(count(&b, "allow", "federation.listed"), 1);
+        assert_eq!(count(&a, "deny", "federation.listed"), 1);
+        assert_eq!(count(&a, "allow", "federation.other"), 1);
+        assert_eq!(count(&b, "allow", "federation.other"), 0);
+        // A clone shares the families, and so the cached counters.
+        a.clone()
+            .decision("inbound", true, "federation.listed", "agency", true);
+        assert_eq!(count(&a, "allow", "federation.listed"), 4);
     }
 }
