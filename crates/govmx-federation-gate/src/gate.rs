@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
@@ -60,6 +60,8 @@ pub struct Shared {
     pub(crate) reload: Arc<Notify>,
     /// When the last refetch on a miss was asked for (ms since `started`).
     last_miss_refetch: AtomicU64,
+    /// Mirrors `readiness` being ready because of a usable list (see [`Shared::list_status`]).
+    serving: AtomicBool,
     started: Instant,
     /// Denial log lines per second (see [`LogBudget`]).
     pub(crate) denial_log: LogBudget,
@@ -70,6 +72,11 @@ impl Shared {
     /// The list status at `now`; keeps `/readyz` in step.
     pub fn list_status(&self, now: SystemTime) -> ListStatus {
         let status = self.store.status(now);
+        // Every request passes here: while the list stays usable, one load of a flag no one
+        // writes (no lock word shared by the workers).
+        if status.unavailable_reason().is_none() && self.serving.load(Ordering::Acquire) {
+            return status;
+        }
         // Compare under the read lock first: the write lock is only taken on a change.
         let wanted = status.unavailable_reason().map(str::to_owned);
         if self.readiness.status().err() != wanted {
@@ -80,9 +87,13 @@ impl Shared {
                 }
                 Some(reason) => {
                     tracing::error!(%reason, "federation list unusable, failing closed");
+                    self.serving.store(false, Ordering::Release);
                     self.readiness.set_not_ready(reason);
                 }
             }
+        }
+        if status.unavailable_reason().is_none() {
+            self.serving.store(true, Ordering::Release);
         }
         status
     }
@@ -270,6 +281,7 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
         keys,
         reload: reload.clone(),
         last_miss_refetch: AtomicU64::new(0),
+        serving: AtomicBool::new(false),
         started: Instant::now(),
         denial_log: LogBudget::new(DENIAL_LOG_LINES_PER_SECOND),
         upstream_authority,

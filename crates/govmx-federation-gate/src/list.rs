@@ -233,7 +233,7 @@ impl ListStore {
     /// The list as requests see it at `now` (also updates the age and freshness gauges).
     pub fn status(&self, now: SystemTime) -> ListStatus {
         let Some(current) = self.current.load_full() else {
-            self.metrics.list_fresh.set(0);
+            self.set_fresh(false);
             let reason = self
                 .last_error
                 .lock()
@@ -244,9 +244,14 @@ impl ListStore {
             };
         };
         let age = now.duration_since(current.verified_at).unwrap_or_default();
-        self.metrics.list_age_seconds.set(age.as_secs_f64());
+        // Every request asks for the status: write the shared gauges only when their value
+        // changes (the age in whole seconds), so the workers do not bounce their cache line.
+        let age_secs = age.as_secs() as f64;
+        if self.metrics.list_age_seconds.get() != age_secs {
+            self.metrics.list_age_seconds.set(age_secs);
+        }
         if now > current.list.expires_at() {
-            self.metrics.list_fresh.set(0);
+            self.set_fresh(false);
             let reason = format!(
                 "federation list version {} expired at {} (issued + maxAge in the signed list)",
                 current.list.version(),
@@ -255,7 +260,7 @@ impl ListStore {
             return ListStatus::Stale { current, reason };
         }
         if age > self.max_age {
-            self.metrics.list_fresh.set(0);
+            self.set_fresh(false);
             let reason = format!(
                 "federation list version {} was last confirmed {}s ago, more than the maximum age of {}s",
                 current.list.version(),
@@ -264,8 +269,15 @@ impl ListStore {
             );
             return ListStatus::Stale { current, reason };
         }
-        self.metrics.list_fresh.set(1);
+        self.set_fresh(true);
         ListStatus::Fresh(current)
+    }
+
+    fn set_fresh(&self, fresh: bool) {
+        let value = i64::from(fresh);
+        if self.metrics.list_fresh.get() != value {
+            self.metrics.list_fresh.set(value);
+        }
     }
 
     /// When the current list turns stale (for scheduling readiness updates).

@@ -982,6 +982,7 @@ async fn past_max_age_everything_fails_closed() {
     );
 
     // The primary source breaks: the list is no longer confirmed and ages out.
+    let signatures = std::fs::read(h.bundle_dir.join("SIGNATURES.json")).unwrap();
     std::fs::remove_file(h.bundle_dir.join("SIGNATURES.json")).unwrap();
     let (status, body) = eventually(DEADLINE, "/readyz to fail", || async {
         let res = reqwest::get(h.admin_url("/readyz")).await.unwrap();
@@ -1021,6 +1022,25 @@ async fn past_max_age_everything_fails_closed() {
         "{metrics}"
     );
     assert_eq!(h.upstream.seen().len(), 1);
+
+    // The source is repaired: the next reload confirms the list, and the gate serves again.
+    std::fs::write(h.bundle_dir.join("SIGNATURES.json"), signatures).unwrap();
+    eventually(DEADLINE, "/readyz to recover", || async {
+        let res = reqwest::get(h.admin_url("/readyz")).await.unwrap();
+        (res.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.get_as(GOOD, "/_matrix/federation/v1/event/$e").await.0,
+        200
+    );
+    let metrics = h.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, &["govmx_gate_list_fresh "]),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(h.upstream.seen().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
