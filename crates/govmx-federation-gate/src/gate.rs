@@ -72,9 +72,10 @@ impl Shared {
     /// The list status at `now`; keeps `/readyz` in step.
     pub fn list_status(&self, now: SystemTime) -> ListStatus {
         let status = self.store.status(now);
+        let usable = status.unavailable_reason().is_none();
         // Every request passes here: while the list stays usable, one load of a flag no one
         // writes (no lock word shared by the workers).
-        if status.unavailable_reason().is_none() && self.serving.load(Ordering::Acquire) {
+        if usable && self.serving.load(Ordering::Acquire) {
             return status;
         }
         // Compare under the read lock first: the write lock is only taken on a change.
@@ -87,14 +88,11 @@ impl Shared {
                 }
                 Some(reason) => {
                     tracing::error!(%reason, "federation list unusable, failing closed");
-                    self.serving.store(false, Ordering::Release);
                     self.readiness.set_not_ready(reason);
                 }
             }
         }
-        if status.unavailable_reason().is_none() {
-            self.serving.store(true, Ordering::Release);
-        }
+        self.serving.store(usable, Ordering::Release);
         status
     }
 
