@@ -68,7 +68,8 @@ pub struct Metrics {
     pub request_duration: Histogram,
     /// Version of the list in use (-1 when none).
     pub list_version: Gauge,
-    /// Seconds since the list in use was confirmed from the primary source.
+    /// Whole seconds since the list in use was confirmed from the primary source (written
+    /// only when it changes: every request updates it).
     pub list_age_seconds: Gauge<f64, AtomicU64>,
     /// 1 when the list is usable, 0 when the gate fails closed.
     pub list_fresh: Gauge,
