@@ -4,13 +4,14 @@
 //! The file is opened with `O_APPEND` and written only by the log's own thread, whole lines at a
 //! time, so lines from concurrent requests never interleave. Rotation: the operator's tool
 //! uses copy-truncate, or moves the file and sends SIGHUP (which reopens it). Entries are
-//! written within milliseconds of the denial; a process killed with SIGKILL can lose the
-//! entries of those last milliseconds (a clean shutdown writes them all).
+//! written within [`GATHER`] (a few milliseconds) of the denial; a process killed with SIGKILL
+//! can lose the entries of those last milliseconds (a clean shutdown writes them all).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -49,12 +50,22 @@ pub struct AuditEntry<'a> {
 /// (the disk is slower than the denials): entries are never dropped.
 const MAX_PENDING_BYTES: usize = 8 << 20;
 
+/// How long the writer collects entries after the first one of a quiet spell arrives, before
+/// it writes them. Under a flood of denials the thread then wakes and writes once per interval,
+/// not once every few denials (measured: 11,000 wake-ups/s at 24,000 denials/s, each one a
+/// futex call on a request worker and a context switch that preempts it).
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Queued bytes at which the writer stops collecting and writes at once.
+const BATCH_BYTES: usize = 256 << 10;
+
 /// The audit log file, written by its own thread: a request only encodes its entry and
 /// appends it to a buffer, so a slow disk never stalls the async workers (unless more than
 /// [`MAX_PENDING_BYTES`] are waiting, when recording waits rather than drop an entry).
 ///
 /// The writer takes everything queued in one swap and writes it with one `write` call, so
-/// lines never interleave. Entries reach the file within a few milliseconds;
+/// lines never interleave. Entries reach the file within [`GATHER`] (or sooner, once
+/// [`BATCH_BYTES`] are queued);
 /// [`AuditLog::flush`] waits for all entries recorded so far, and dropping the log writes the
 /// rest before the thread ends.
 #[derive(Debug)]
@@ -86,8 +97,24 @@ struct QueueState {
     done: u64,
     /// A reopened file for the writer to switch to before its next write.
     new_file: Option<File>,
-    writer_idle: bool,
+    writer: WriterState,
+    /// Threads waiting on `written` ([`AuditLog::flush`], recorders waiting for room): the
+    /// writer signals `written` only when there is one (each signal is a system call).
+    waiting: usize,
     closing: bool,
+}
+
+/// What the writer thread is doing, so that recorders wake it only when it needs waking.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum WriterState {
+    /// Writing, or about to check the queue: takes new entries without a signal.
+    #[default]
+    Busy,
+    /// Nothing queued: the next entry wakes it.
+    Idle,
+    /// Collecting entries until [`GATHER`] ends: woken early only by [`BATCH_BYTES`], a flush,
+    /// a reopen or closing.
+    Gathering,
 }
 
 /// Why the audit log could not be opened.
@@ -151,20 +178,22 @@ impl AuditLog {
         line.push(b'\n');
         let mut state = self.shared.lock();
         while state.pending.len() > MAX_PENDING_BYTES && !state.closing {
-            state = self
-                .shared
-                .written
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            state = self.shared.wait_written(state);
         }
         state.pending.extend_from_slice(&line);
         state.queued += 1;
         self.shared
             .queued_bytes
             .set(i64::try_from(state.pending.len()).unwrap_or(i64::MAX));
-        // Only an idle writer needs waking: a busy one takes this entry with its next swap.
-        if state.writer_idle {
-            state.writer_idle = false;
+        // Wake the writer only to start collecting, or to cut collecting short for a full
+        // batch; a busy writer takes this entry with its next swap.
+        let wake = match state.writer {
+            WriterState::Idle => true,
+            WriterState::Gathering => state.pending.len() >= BATCH_BYTES,
+            WriterState::Busy => false,
+        };
+        if wake {
+            state.writer = WriterState::Busy;
             self.shared.work.notify_one();
         }
     }
@@ -174,11 +203,12 @@ impl AuditLog {
         let mut state = self.shared.lock();
         let target = state.queued;
         while state.done < target && !self.writer.as_ref().is_none_or(|w| w.is_finished()) {
-            state = self
-                .shared
-                .written
-                .wait(state)
-                .unwrap_or_else(|p| p.into_inner());
+            // A collecting writer writes now (it sees `waiting` and does not wait out GATHER).
+            if state.writer == WriterState::Gathering {
+                state.writer = WriterState::Busy;
+                self.shared.work.notify_one();
+            }
+            state = self.shared.wait_written(state);
         }
     }
 }
@@ -197,29 +227,63 @@ impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits for the writer's next signal on `written`, counted in `waiting`.
+    fn wait_written<'a>(
+        &self,
+        mut state: std::sync::MutexGuard<'a, QueueState>,
+    ) -> std::sync::MutexGuard<'a, QueueState> {
+        state.waiting += 1;
+        let mut state = self.written.wait(state).unwrap_or_else(|p| p.into_inner());
+        state.waiting -= 1;
+        state
+    }
+
+    /// Signals `written` when anyone waits for it.
+    fn signal_written(&self, state: &QueueState) {
+        if state.waiting > 0 {
+            self.written.notify_all();
+        }
+    }
 }
 
-/// The writer thread: swap the queued bytes out, write them, repeat; on closing, write what is
-/// left and end.
+/// The writer thread: wait for an entry, collect for up to [`GATHER`], swap the queued bytes
+/// out, write them, repeat; on closing, write what is left and end.
 fn write_loop(queue: &Queue, mut file: File, path: &Path) {
     let mut batch = Vec::new();
     loop {
         let (entries, closing) = {
             let mut state = queue.lock();
             while state.pending.is_empty() && state.new_file.is_none() && !state.closing {
-                state.writer_idle = true;
+                state.writer = WriterState::Idle;
                 state = queue.work.wait(state).unwrap_or_else(|p| p.into_inner());
             }
-            state.writer_idle = false;
+            let deadline = Instant::now() + GATHER;
+            while state.pending.len() < BATCH_BYTES
+                && state.new_file.is_none()
+                && state.waiting == 0
+                && !state.closing
+            {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
+                state.writer = WriterState::Gathering;
+                state = queue
+                    .work
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            state.writer = WriterState::Busy;
             if let Some(new_file) = state.new_file.take() {
                 file = new_file;
             }
             std::mem::swap(&mut batch, &mut state.pending);
             queue.queued_bytes.set(0);
+            // Room again for recorders that waited.
+            queue.signal_written(&state);
             (state.queued, state.closing)
         };
-        // Room again for recorders that waited.
-        queue.written.notify_all();
         if !batch.is_empty() {
             if let Err(error) = file.write_all(&batch) {
                 queue.write_errors.inc();
@@ -232,8 +296,8 @@ fn write_loop(queue: &Queue, mut file: File, path: &Path) {
         {
             let mut state = queue.lock();
             state.done = entries;
+            queue.signal_written(&state);
         }
-        queue.written.notify_all();
         if closing && queue.lock().pending.is_empty() {
             return;
         }
@@ -343,6 +407,27 @@ mod tests {
             "dropping the log writes every queued entry"
         );
         assert_eq!(after[499], "after 499");
+    }
+
+    #[test]
+    fn a_lone_entry_reaches_the_file_without_a_flush() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("denials.jsonl");
+        let log = AuditLog::open(&path, &metrics()).unwrap();
+        for round in 0..3 {
+            let reason = format!("lone {round}");
+            log.record(&entry(&reason));
+            // The writer collects for GATHER, then writes on its own: poll with a deadline.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while reasons(&path).last() != Some(&reason) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{reason:?} not written within 5 s"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        assert_eq!(reasons(&path), ["lone 0", "lone 1", "lone 2"]);
     }
 
     #[test]
