@@ -121,7 +121,7 @@ struct Denial<'a> {
 
 struct Ctx<'a> {
     shared: &'a Shared,
-    peer: SocketAddr,
+    peer: &'a Peer,
     method: &'a Method,
     path: &'a str,
     list: Option<&'a CurrentList>,
@@ -146,7 +146,7 @@ impl Ctx<'_> {
         self.shared.audit.record(&AuditEntry {
             time: rfc3339(SystemTime::now()),
             surface: "inbound",
-            peer: self.peer.to_string(),
+            peer: &self.peer.addr_text,
             origin: denial.origin,
             destination: denial.destination,
             method: self.method.as_str(),
@@ -160,7 +160,7 @@ impl Ctx<'_> {
         // the log a bounded number per second (and how many it left out).
         if let Some(not_logged) = self.shared.denial_log.admit(self.shared.uptime_secs()) {
             tracing::info!(
-                peer = %self.peer, origin = denial.origin.unwrap_or("-"), path = self.path,
+                peer = %self.peer.addr, origin = denial.origin.unwrap_or("-"), path = self.path,
                 rule = denial.rule, reason = %denial.reason, enforced, not_logged,
                 "federation request denied"
             );
@@ -180,6 +180,8 @@ impl Ctx<'_> {
 #[derive(Debug)]
 pub struct Peer {
     addr: SocketAddr,
+    /// `addr` as text, for audit entries (formatted once per connection, not per denial).
+    addr_text: String,
     /// `X-Forwarded-For` for its requests (the TCP peer's IP), built once per connection.
     forwarded_for: Option<HeaderValue>,
     upstream: Upstream,
@@ -190,6 +192,7 @@ impl Peer {
     pub fn new(addr: SocketAddr, upstream: Upstream) -> Peer {
         Peer {
             addr,
+            addr_text: addr.to_string(),
             forwarded_for: HeaderValue::from_str(&addr.ip().to_string()).ok(),
             upstream,
         }
@@ -227,7 +230,7 @@ async fn handle_inner(shared: &Shared, req: Request<Incoming>, peer: &Peer) -> R
     let list = status.any();
     let ctx = Ctx {
         shared,
-        peer: peer.addr,
+        peer,
         method: &method,
         path: &path,
         list: list.map(Arc::as_ref),

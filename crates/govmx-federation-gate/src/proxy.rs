@@ -137,7 +137,7 @@ pub async fn serve_connection(shared: Arc<Shared>, mut client: TcpStream, peer: 
         shared.audit.record(&AuditEntry {
             time: rfc3339(now),
             surface: "connect",
-            peer: peer.to_string(),
+            peer: &peer.to_string(),
             origin: Some(&shared.config.server_name),
             destination: Some(&request.authority),
             method: "CONNECT",

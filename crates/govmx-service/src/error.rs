@@ -11,7 +11,7 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde::Serialize;
 
 /// A Matrix-style error with HTTP status, `errcode`, public message and optional internal cause.
 #[derive(Debug)]
@@ -126,12 +126,24 @@ impl IntoResponse for MatrixError {
         } else if let Some(internal) = &self.internal {
             tracing::debug!(status = self.status.as_u16(), errcode = %self.errcode, cause = %internal, "client error");
         }
+        // Serialised straight from the borrowed fields: no intermediate `serde_json::Value`
+        // (a map and two string copies per response; the gate sends one per denial).
         (
             self.status,
-            Json(json!({"errcode": self.errcode, "error": self.message})),
+            Json(Body {
+                errcode: &self.errcode,
+                error: &self.message,
+            }),
         )
             .into_response()
     }
+}
+
+/// The wire form of a [`MatrixError`].
+#[derive(Serialize)]
+struct Body<'a> {
+    errcode: &'a str,
+    error: &'a str,
 }
 
 #[cfg(test)]
