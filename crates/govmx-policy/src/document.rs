@@ -15,8 +15,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::diag::{PolicyError, rules};
 use crate::model::{
-    API_VERSION, Agencies, ContactRules, FederationList, Kind, MediaRules, ServerClass,
-    TrustAnchors,
+    API_VERSION, Agencies, ContactRules, FederationList, FederationMember, Kind, MediaRules,
+    ServerClass, TrustAnchors,
 };
 use crate::position::{Header, PositionIndex};
 use crate::units::{RULE_TAG, ServerNameSpec, ServerPattern, Timestamp};
@@ -126,6 +126,42 @@ pub fn parse_document_shared(
     source: Bytes,
     now: Option<OffsetDateTime>,
 ) -> Result<ParsedDocument, Vec<PolicyError>> {
+    parse_document_buffered(file, source, now, &mut MemberBuffer::default())
+}
+
+/// Memory for the members of a large federation list, allocated and touched ahead of the parse
+/// that fills it (a gate prepares it after one reload for the next), so that parse does not
+/// fault ~12 MB of fresh pages in on its critical path. Purely an optimisation: a buffer that
+/// is too small, or none, gives the same result.
+#[derive(Debug, Default)]
+pub struct MemberBuffer(pub(crate) Vec<FederationMember>);
+
+impl MemberBuffer {
+    /// An empty buffer with room for `members` members, every page of it touched once.
+    pub fn prefaulted(members: usize) -> MemberBuffer {
+        let mut buffer = Vec::with_capacity(members);
+        // One write per page; the slots stay uninitialised as far as the vector is concerned.
+        let per_page = (4096 / std::mem::size_of::<FederationMember>()).max(1);
+        for slot in buffer.spare_capacity_mut().iter_mut().step_by(per_page) {
+            *slot = std::mem::MaybeUninit::zeroed();
+        }
+        MemberBuffer(buffer)
+    }
+
+    /// How many members fit (0 once a parse has used the buffer).
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
+/// [`parse_document_shared`] that deserialises the members of a large federation list in JSON
+/// syntax into `buffer`'s memory, taking it (it is left empty) when it is used.
+pub fn parse_document_buffered(
+    file: &str,
+    source: Bytes,
+    now: Option<OffsetDateTime>,
+    buffer: &mut MemberBuffer,
+) -> Result<ParsedDocument, Vec<PolicyError>> {
     let bytes = &source[..];
     let fail = |position, rule, message: String| {
         Err(vec![PolicyError::new(file, position, rule, message)])
@@ -153,7 +189,7 @@ pub fn parse_document_shared(
     // JSON is YAML: a machine-generated document in JSON syntax (a 100,000-server list) is read
     // by serde_json, ~25× faster than the two YAML passes below. Anything it does not accept
     // falls through to the YAML path, so errors and their positions are the same either way.
-    let fast = json_fast_path(text);
+    let fast = json_fast_path(text, buffer);
     if let Some(document) = fast {
         return check(file, &source, document, OnceLock::new(), now);
     }
@@ -264,7 +300,7 @@ fn check(
 /// One pass: the kind is *guessed* from the first `"kind"` key in the text, the text is
 /// deserialised as that kind, and the result is only used when its own `apiVersion` and
 /// `kind` fields confirm the guess.
-fn json_fast_path(text: &str) -> Option<Document> {
+fn json_fast_path(text: &str, buffer: &mut MemberBuffer) -> Option<Document> {
     fn typed<T: DeserializeOwned>(
         text: &str,
         header: impl FnOnce(&T) -> (&str, &str),
@@ -285,7 +321,7 @@ fn json_fast_path(text: &str) -> Option<Document> {
     let name = value.strip_prefix('"')?.split('"').next()?;
     Some(match Kind::from_name(name)? {
         kind @ Kind::FederationList => Document::FederationList(
-            crate::parallel::federation_list(text, parse_threads())
+            crate::parallel::federation_list(text, PARSE_THREADS, &mut buffer.0)
                 .filter(|d| d.api_version == API_VERSION && d.kind == kind.as_str())
                 .or_else(|| typed(text, |d: &FederationList| (&d.api_version, &d.kind), kind))?,
         ),
@@ -310,10 +346,17 @@ fn json_fast_path(text: &str) -> Option<Document> {
     })
 }
 
-/// Threads for deserialising one large document: the CPUs this process may use.
-fn parse_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-}
+/// Threads for deserialising one large document (each takes at least 1 MiB of it).
+///
+/// Deliberately not the number of CPUs: a list is reloaded while the process serves requests,
+/// and the scheduler shares busy CPUs among runnable threads, so a reload cut into more pieces
+/// than there are CPUs gets a larger share of them for the few tens of milliseconds it runs,
+/// without any privilege. On an idle machine the extra threads cost their start-up (tens of
+/// microseconds each); see `docs/benchmarks.md` for the figures.
+const PARSE_THREADS: usize = 8;
+
+/// Below this many members per thread, a federation list's members are checked on one thread.
+const MIN_MEMBERS_PER_THREAD: usize = 10_000;
 
 pub(crate) fn sorted(mut errors: Vec<PolicyError>) -> Vec<PolicyError> {
     errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
@@ -491,36 +534,72 @@ impl Checker<'_> {
         if let Some(now) = now {
             self.freshness(list, now);
         }
-        self.unique_server_names(list);
-        self.members(list);
-    }
-
-    /// [`Self::unique`] for the server names of a list (ASCII case-insensitive), with a table
-    /// of `u32` indexes that borrows the names: a 100,000-server list is checked without a map
-    /// of 100,000 keys.
-    fn unique_server_names(&mut self, list: &FederationList) {
-        let name = |index: u32| list.servers[index as usize].server_name.0.as_str();
+        let doc = self.doc;
+        let servers = &list.servers[..];
+        // A large list is checked in parts on scoped threads: part k checks the members of
+        // slice k and looks for duplicates among the names whose hash falls into partition k
+        // (equal names, ASCII case-insensitive, hash alike). The errors are reported in the
+        // order of a single pass.
+        let parts = PARSE_THREADS
+            .min(servers.len() / MIN_MEMBERS_PER_THREAD)
+            .max(1);
+        let per_part = servers.len().div_ceil(parts).max(1);
         let hasher = foldhash::fast::RandomState::default();
-        let hash = |name: &str| hasher.hash_one(lower_case(name));
-        let mut seen = hashbrown::HashTable::with_capacity(list.servers.len());
-        // Far fewer than 2^32 servers fit in MAX_DOCUMENT_BYTES.
-        for index in 0..u32::try_from(list.servers.len()).unwrap_or(u32::MAX) {
-            let this = name(index);
-            let digest = hash(this);
-            if let Some(&first) = seen.find(digest, |&other| name(other).eq_ignore_ascii_case(this))
-            {
-                let first = self.doc.line_of(&format!("servers[{first}].serverName"));
-                self.error(
-                    &format!("servers[{index}].serverName"),
-                    rules::DUPLICATE_SERVER,
-                    format!(
-                        "server {:?} is listed twice (first at line {first})",
-                        lower_case(this)
-                    ),
-                );
-            } else {
-                seen.insert_unique(digest, index, |&other| hash(name(other)));
-            }
+        let hasher = &hasher;
+        let check_part = move |k: usize| {
+            let from = (k * per_part).min(servers.len());
+            let to = (from + per_part).min(servers.len());
+            let mut checker = Checker {
+                doc,
+                errors: Vec::new(),
+            };
+            checker.members(from, &servers[from..to]);
+            let duplicates = duplicate_server_names(servers, hasher, k, parts);
+            (checker.errors, duplicates)
+        };
+        let results: Vec<_> = if parts < 2 {
+            vec![check_part(0)]
+        } else {
+            std::thread::scope(|scope| {
+                let spawned: Vec<_> = (1..parts)
+                    .map(|k| {
+                        let thread =
+                            std::thread::Builder::new().spawn_scoped(scope, move || check_part(k));
+                        (k, thread)
+                    })
+                    .collect();
+                let mut results = vec![check_part(0)];
+                for (k, thread) in spawned {
+                    results.push(match thread {
+                        Ok(thread) => thread
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                        // A thread the OS refuses is no error: that part is checked here.
+                        Err(_) => check_part(k),
+                    });
+                }
+                results
+            })
+        };
+        let mut duplicates: Vec<(u32, u32)> = results
+            .iter()
+            .flat_map(|(_, duplicates)| duplicates.iter().copied())
+            .collect();
+        duplicates.sort_unstable();
+        for (index, first) in duplicates {
+            let this = servers[index as usize].server_name.0.as_str();
+            let first = self.doc.line_of(&format!("servers[{first}].serverName"));
+            self.error(
+                &format!("servers[{index}].serverName"),
+                rules::DUPLICATE_SERVER,
+                format!(
+                    "server {:?} is listed twice (first at line {first})",
+                    lower_case(this)
+                ),
+            );
+        }
+        for (mut errors, _) in results {
+            self.errors.append(&mut errors);
         }
     }
 
@@ -553,8 +632,9 @@ impl Checker<'_> {
         }
     }
 
-    fn members(&mut self, list: &FederationList) {
-        for (i, server) in list.servers.iter().enumerate() {
+    /// Checks `servers`, the members from index `first` on.
+    fn members(&mut self, first: usize, servers: &[FederationMember]) {
+        for (i, server) in (first..).zip(servers) {
             if !is_slug(&server.organisation.id) {
                 self.error(&format!("servers[{i}].organisation.id"), rules::BAD_ID, format!("organisation id {:?} must be a slug: lower-case letters, digits and '-', starting with a letter", server.organisation.id));
             }
@@ -746,6 +826,38 @@ impl Checker<'_> {
 }
 
 /// `name` in ASCII lower case, borrowed when it already is (nearly every server name).
+/// `(index, first index)` of each server whose name (ASCII case-insensitive) is listed at an
+/// earlier index, among the names whose hash falls into partition `part` of `parts`. A table
+/// of `u32` indexes that borrows the names: a 100,000-server list is checked without a map of
+/// 100,000 keys.
+fn duplicate_server_names(
+    servers: &[FederationMember],
+    hasher: &foldhash::fast::RandomState,
+    part: usize,
+    parts: usize,
+) -> Vec<(u32, u32)> {
+    let name = |index: u32| servers[index as usize].server_name.0.as_str();
+    let hash = |name: &str| hasher.hash_one(lower_case(name));
+    // Bits 40.. choose the partition; the table itself uses the low and the top 7 bits.
+    let in_part = |digest: u64| parts < 2 || (digest >> 40) as usize % parts == part;
+    let mut seen = hashbrown::HashTable::with_capacity(servers.len() / parts * 9 / 8 + 16);
+    let mut found = Vec::new();
+    // Far fewer than 2^32 servers fit in MAX_DOCUMENT_BYTES.
+    for index in 0..u32::try_from(servers.len()).unwrap_or(u32::MAX) {
+        let this = name(index);
+        let digest = hash(this);
+        if !in_part(digest) {
+            continue;
+        }
+        if let Some(&first) = seen.find(digest, |&other| name(other).eq_ignore_ascii_case(this)) {
+            found.push((index, first));
+        } else {
+            seen.insert_unique(digest, index, |&other| hash(name(other)));
+        }
+    }
+    found
+}
+
 fn lower_case(name: &str) -> Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())

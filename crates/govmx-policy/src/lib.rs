@@ -31,7 +31,8 @@ pub mod schema;
 pub use decision::{Decision, Verdict};
 pub use diag::{PolicyError, rules};
 pub use document::{
-    Document, MAX_CLOCK_SKEW, ParsedDocument, parse_document, parse_document_shared,
+    Document, MAX_CLOCK_SKEW, MemberBuffer, ParsedDocument, parse_document,
+    parse_document_buffered, parse_document_shared,
 };
 pub use model::{
     API_VERSION, Agencies, Agency, ContactAction, ContactRule, ContactRules, DefaultAction,

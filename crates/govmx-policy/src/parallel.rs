@@ -29,7 +29,14 @@ const MAX_THREADS: usize = 8;
 /// The federation list in `text` (JSON syntax), deserialised on up to `threads` threads, or
 /// `None` when the text is small, has no top-level `servers` array where a plain scan finds it,
 /// or anything in it fails to deserialise (the caller then parses sequentially).
-pub(crate) fn federation_list(text: &str, threads: usize) -> Option<FederationList> {
+///
+/// Chunk 0 is deserialised into `buffer`'s memory when the buffer has room for the whole array
+/// (the other chunks are appended to it); the buffer is taken whenever the array is parsed here.
+pub(crate) fn federation_list(
+    text: &str,
+    threads: usize,
+    buffer: &mut Vec<FederationMember>,
+) -> Option<FederationList> {
     let start = servers_array_start(text.as_bytes())?;
     let threads = threads
         .min(MAX_THREADS)
@@ -39,15 +46,9 @@ pub(crate) fn federation_list(text: &str, threads: usize) -> Option<FederationLi
     }
     let starts = chunk_starts(text, start, threads);
     let chunks: Vec<Option<Chunk>> = std::thread::scope(|scope| {
-        // Chunk 0 reserves room for the whole array, so appending the others does not move it.
         let chunk = |k: usize| {
             let to = starts.get(k + 1).copied();
-            let reserve_until = if k == 0 {
-                text.len()
-            } else {
-                to.unwrap_or(text.len())
-            };
-            parse_chunk(text, starts[k], to, reserve_until)
+            parse_chunk(text, starts[k], to, to.unwrap_or(text.len()))
         };
         // A thread the OS refuses is no error: that chunk is parsed here afterwards.
         let spawned: Vec<_> = (1..starts.len())
@@ -58,7 +59,17 @@ pub(crate) fn federation_list(text: &str, threads: usize) -> Option<FederationLi
                 )
             })
             .collect();
-        let mut chunks = vec![chunk(0)];
+        // Chunk 0 (parsed here) reserves room for the whole array, so appending the others does
+        // not move it; in the buffer's memory when there is one.
+        let mut first = std::mem::take(buffer);
+        first.clear();
+        let mut chunks = vec![parse_chunk_into(
+            first,
+            text,
+            starts[0],
+            starts.get(1).copied(),
+            text.len(),
+        )];
         for (k, spawned) in spawned {
             chunks.push(match spawned {
                 Ok(thread) => thread.join().ok().flatten(),
@@ -104,8 +115,18 @@ struct Chunk {
 /// room for the elements that fit in the bytes up to `reserve_until`, estimated from the
 /// first 64.
 fn parse_chunk(text: &str, from: usize, to: Option<usize>, reserve_until: usize) -> Option<Chunk> {
+    parse_chunk_into(Vec::new(), text, from, to, reserve_until)
+}
+
+/// [`parse_chunk`] appending to `members` (empty, possibly with capacity to spare).
+fn parse_chunk_into(
+    mut members: Vec<FederationMember>,
+    text: &str,
+    from: usize,
+    to: Option<usize>,
+    reserve_until: usize,
+) -> Option<Chunk> {
     let bytes = text.as_bytes();
-    let mut members = Vec::new();
     let mut at = from;
     loop {
         let mut stream =
@@ -114,7 +135,11 @@ fn parse_chunk(text: &str, from: usize, to: Option<usize>, reserve_until: usize)
         at = skip_whitespace(bytes, at + stream.byte_offset());
         if members.len() == 64 {
             let per_element = (at - from) / 64 + 1;
-            members.reserve(reserve_until.saturating_sub(at) / per_element * 11 / 10);
+            let estimate = reserve_until.saturating_sub(at) / per_element;
+            // A buffer that already has room is not moved.
+            if members.capacity() - members.len() < estimate {
+                members.reserve(estimate * 11 / 10);
+            }
         }
         match bytes.get(at)? {
             b',' => {
@@ -298,12 +323,28 @@ mod tests {
                 );
                 assert_eq!(starts.len(), threads, "{separator:?}: one chunk per thread");
                 assert_eq!(
-                    federation_list(&text, threads).as_ref(),
+                    federation_list(&text, threads, &mut Vec::new()).as_ref(),
                     Some(&expected),
                     "{separator:?}, {threads} threads"
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_buffer_with_room_receives_the_members() {
+        let text = list(40_000, ",", plain);
+        let expected = sequential(&text);
+        // Room for the members and 1/8 more, as a gate prepares it.
+        let mut buffer = crate::MemberBuffer::prefaulted(45_000).0;
+        let memory = buffer.as_ptr();
+        let parsed = federation_list(&text, 4, &mut buffer).unwrap();
+        assert_eq!(parsed, expected);
+        assert_eq!(parsed.servers.as_ptr(), memory, "members not in the buffer");
+        assert_eq!(buffer.capacity(), 0, "the buffer was taken");
+        // Too small a buffer: the same result in new memory.
+        let mut small = crate::MemberBuffer::prefaulted(10).0;
+        assert_eq!(federation_list(&text, 4, &mut small).unwrap(), expected);
     }
 
     #[test]
@@ -328,7 +369,7 @@ mod tests {
             cut > inside && cut < inside + 30_000 * 6,
             "the guess lands in the string"
         );
-        assert_eq!(federation_list(&text, 2), None);
+        assert_eq!(federation_list(&text, 2, &mut Vec::new()), None);
         // The sequential parse in `parse_document` still reads it.
         assert_eq!(sequential(&text).servers.len(), n);
     }
@@ -352,7 +393,7 @@ mod tests {
             format!("{text} x"),
         ];
         for (i, text) in broken.iter().enumerate() {
-            assert_eq!(federation_list(text, 2), None, "case {i}");
+            assert_eq!(federation_list(text, 2, &mut Vec::new()), None, "case {i}");
             assert!(
                 serde_json::from_str::<FederationList>(text).is_err(),
                 "case {i}"
@@ -403,6 +444,6 @@ mod tests {
     #[test]
     fn small_lists_stay_on_one_thread() {
         let text = list(100, ",", plain);
-        assert_eq!(federation_list(&text, 8), None);
+        assert_eq!(federation_list(&text, 8, &mut Vec::new()), None);
     }
 }

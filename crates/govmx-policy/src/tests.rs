@@ -5,6 +5,7 @@ use ruma_common::{ServerName, UserId};
 use time::OffsetDateTime;
 use time::macros::datetime;
 
+use crate::diag::rules;
 use crate::{Grant, ParsedDocument, PolicySet, Timestamp, UserIdSpec, check_set, parse_document};
 
 const FEDERATION: &str = include_str!("../../../policies/federation.yaml");
@@ -691,6 +692,69 @@ fn large_federation_list() {
     assert!(
         !set.may_federate(server("s20000.example.de"), server(OWN), NOW)
             .is_allowed()
+    );
+}
+
+/// The members of a large list are checked in parts on several threads (slices of members,
+/// partitions of names for duplicates); the errors are the ones a single pass finds, in the same
+/// order, with the same positions.
+#[test]
+fn large_list_member_errors_come_from_every_slice_in_order() {
+    let mut text = FEDERATION.to_owned();
+    let bad_ids = [3, 14_999, 15_000, 29_999];
+    for i in 0..30_000 {
+        let id = if bad_ids.contains(&i) {
+            format!("Bad-{i}")
+        } else {
+            format!("org-{i}")
+        };
+        let name = match i {
+            12_000 => "s11999.example.DE".to_owned(),
+            20_000 => "S7.example.de".to_owned(),
+            29_000 => "s3.example.de".to_owned(),
+            _ => format!("s{i}.example.de"),
+        };
+        text.push_str(&format!(
+            "  - serverName: \"{name}\"\n    organisation: {{id: {id}, displayName: Org {i}}}\n    class: agency\n"
+        ));
+        if i == 22_222 {
+            text.push_str("    delegatedHosts: [no-port.example.de]\n");
+        }
+    }
+    let errors = parse_document("federation.yaml", text.as_bytes(), Some(NOW)).unwrap_err();
+    let line_of = |needle: &str| {
+        let at = text
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle} not in the text"));
+        text[..at].matches('\n').count() + 1
+    };
+    let found: Vec<(usize, &str)> = errors.iter().map(|e| (e.line, e.rule)).collect();
+    assert_eq!(
+        found,
+        [
+            (line_of("Bad-3,"), rules::BAD_ID),
+            (line_of("\"s11999.example.DE\""), rules::DUPLICATE_SERVER),
+            (line_of("Bad-14999,"), rules::BAD_ID),
+            (line_of("Bad-15000,"), rules::BAD_ID),
+            (line_of("\"S7.example.de\""), rules::DUPLICATE_SERVER),
+            (line_of("[no-port.example.de]"), rules::MALFORMED_HOST),
+            (line_of("Org 29000}") - 1, rules::DUPLICATE_SERVER),
+            (line_of("Bad-29999,"), rules::BAD_ID),
+        ],
+        "{errors:#?}"
+    );
+    let first_at = |name: &str| format!("(first at line {})", line_of(name));
+    assert!(
+        errors[1]
+            .message
+            .ends_with(&first_at("\"s11999.example.de\"")),
+        "{}",
+        errors[1].message
+    );
+    assert!(
+        errors[6].message.ends_with(&first_at("\"s3.example.de\"")),
+        "{}",
+        errors[6].message
     );
 }
 
