@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use ed25519_dalek::VerifyingKey;
+pub use govmx_policy::MemberBuffer;
 use govmx_policy::bundle;
 pub use govmx_policy::bundle::SIGNATURES_FILE;
 use govmx_policy::{Document, ParsedDocument, PolicySet, parse_document};
@@ -163,6 +164,18 @@ pub fn verify_bundle(
     own_server: &str,
     now: SystemTime,
 ) -> Result<PolicyList, PolicyError> {
+    verify_bundle_buffered(files, trust, own_server, now, &mut MemberBuffer::default())
+}
+
+/// [`verify_bundle`] that parses a large list's members into `members` (see
+/// [`govmx_policy::parse_document_buffered`]).
+pub fn verify_bundle_buffered(
+    files: &BundleFiles,
+    trust: &[u8],
+    own_server: &str,
+    now: SystemTime,
+    members: &mut MemberBuffer,
+) -> Result<PolicyList, PolicyError> {
     let now = OffsetDateTime::from(now);
     let trust = match parse_document("trust anchors", trust, None) {
         Ok(ParsedDocument {
@@ -199,7 +212,7 @@ pub fn verify_bundle(
     };
     let (verified, parsed) = std::thread::scope(|scope| {
         let hashing = std::thread::Builder::new().spawn_scoped(scope, verify);
-        let parsed = parse_documents(files, now);
+        let parsed = parse_documents(files, now, members);
         let verified = match hashing {
             Ok(hashing) => hashing.join().unwrap_or_else(|_| {
                 Err(PolicyError::Verify(
@@ -243,14 +256,44 @@ pub fn verify_bundle(
 fn parse_documents(
     files: &BundleFiles,
     now: OffsetDateTime,
+    members: &mut MemberBuffer,
 ) -> Result<Vec<ParsedDocument>, PolicyError> {
-    let mut docs = Vec::new();
-    let mut errors = Vec::new();
-    for (name, bytes) in files
+    type Parsed = Result<ParsedDocument, Vec<govmx_policy::PolicyError>>;
+    let documents: Vec<(&String, &bytes::Bytes)> = files
         .iter()
         .filter(|(name, _)| name.as_str() != SIGNATURES_FILE)
-    {
-        match govmx_policy::parse_document_shared(name, bytes.clone(), Some(now)) {
+        .collect();
+    let parse = |(name, bytes): (&String, &bytes::Bytes), members: &mut MemberBuffer| -> Parsed {
+        govmx_policy::parse_document_buffered(name, bytes.clone(), Some(now), members)
+    };
+    // The largest document (the federation list) is parsed here, the others meanwhile on a
+    // scoped thread; the results keep the file order.
+    let largest = (0..documents.len()).max_by_key(|&i| documents[i].1.len());
+    let others = || -> Vec<Parsed> {
+        (0..documents.len())
+            .filter(|&i| Some(i) != largest)
+            .map(|i| parse(documents[i], &mut MemberBuffer::default()))
+            .collect()
+    };
+    let parsed = std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new().spawn_scoped(scope, others);
+        let largest = largest.map(|i| (i, parse(documents[i], members)));
+        let mut parsed = match thread {
+            Ok(thread) => thread
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // A thread the OS refuses is no error: the others are parsed here.
+            Err(_) => others(),
+        };
+        if let Some((i, result)) = largest {
+            parsed.insert(i, result);
+        }
+        parsed
+    });
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for result in parsed {
+        match result {
             Ok(doc) => docs.push(doc),
             Err(mut problems) => errors.append(&mut problems),
         }
@@ -274,6 +317,17 @@ impl PolicyList {
     /// The signed bundle version.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// How many servers the federation list has.
+    pub fn member_count(&self) -> usize {
+        self.set.federation().servers.len()
+    }
+
+    /// Room of the members array (tests: which memory the parse used).
+    #[cfg(test)]
+    pub(crate) fn member_capacity(&self) -> usize {
+        self.set.federation().servers.capacity()
     }
 
     /// When the list itself expires (`issued + maxAge` in the signed list).
@@ -545,6 +599,26 @@ pub mod testing {
         servers: &[TestServer],
         signers: &[&TestSigner],
     ) -> std::io::Result<()> {
+        write_bundle_in(dir, version, servers, signers, false)
+    }
+
+    /// [`write_bundle`] with every document in JSON syntax (as large lists are published).
+    pub fn write_json_bundle(
+        dir: &Path,
+        version: u64,
+        servers: &[TestServer],
+        signers: &[&TestSigner],
+    ) -> std::io::Result<()> {
+        write_bundle_in(dir, version, servers, signers, true)
+    }
+
+    fn write_bundle_in(
+        dir: &Path,
+        version: u64,
+        servers: &[TestServer],
+        signers: &[&TestSigner],
+        json: bool,
+    ) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
         let keys: Vec<Vec<(String, String)>> = servers
             .iter()
@@ -572,7 +646,14 @@ pub mod testing {
             issued: time::OffsetDateTime::now_utc() - time::Duration::hours(1),
             max_age: "30d",
         };
-        let files = federation_bundle("test bundle", meta, &members);
+        let mut files = federation_bundle("test bundle", meta, &members);
+        if json {
+            for (_, text) in &mut files {
+                let value: serde_json::Value =
+                    serde_norway::from_str(text).map_err(std::io::Error::other)?;
+                *text = serde_json::to_string(&value).map_err(std::io::Error::other)?;
+            }
+        }
         let slices: Vec<(&str, &[u8])> = files.iter().map(|(n, t)| (*n, t.as_bytes())).collect();
         let mut signatures: Option<String> = None;
         for signer in signers {
