@@ -18,6 +18,7 @@ use crate::model::{
     API_VERSION, Agencies, ContactRules, FederationList, FederationMember, Kind, MediaRules,
     ServerClass, TrustAnchors,
 };
+use crate::parallel::{in_parts, partition, slice_range};
 use crate::position::{Header, PositionIndex};
 use crate::units::{RULE_TAG, ServerNameSpec, ServerPattern, Timestamp};
 
@@ -354,6 +355,8 @@ fn json_fast_path(text: &str, buffer: &mut MemberBuffer) -> Option<Document> {
 /// without any privilege. On an idle machine the extra threads cost their start-up (tens of
 /// microseconds each); see `docs/benchmarks.md` for the figures.
 const PARSE_THREADS: usize = 8;
+// The duplicate check partitions names by hash bits: a power of two.
+const _: () = assert!(PARSE_THREADS.is_power_of_two());
 
 /// Below this many members per thread, a federation list's members are checked on one thread.
 const MIN_MEMBERS_PER_THREAD: usize = 10_000;
@@ -536,55 +539,35 @@ impl Checker<'_> {
         }
         let doc = self.doc;
         let servers = &list.servers[..];
-        // A large list is checked in parts on scoped threads: part k checks the members of
-        // slice k and looks for duplicates among the names whose hash falls into partition k
-        // (equal names, ASCII case-insensitive, hash alike). The errors are reported in the
-        // order of a single pass.
-        let parts = PARSE_THREADS
-            .min(servers.len() / MIN_MEMBERS_PER_THREAD)
-            .max(1);
+        // A large list is checked in parts on scoped threads, in two rounds: part k first checks
+        // the members of slice k and hashes their names (ASCII lower case: equal names hash
+        // alike), then looks for duplicates among the names whose hash falls into partition k.
+        // Each name is hashed once. The errors are reported in the order of a single pass.
+        let parts = if servers.len() >= 2 * MIN_MEMBERS_PER_THREAD {
+            PARSE_THREADS
+        } else {
+            1
+        };
         let per_part = servers.len().div_ceil(parts).max(1);
         let hasher = foldhash::fast::RandomState::default();
-        let hasher = &hasher;
-        let check_part = move |k: usize| {
-            let from = (k * per_part).min(servers.len());
-            let to = (from + per_part).min(servers.len());
+        let checked = in_parts(parts, |k| {
+            let range = slice_range(k, per_part, servers.len());
             let mut checker = Checker {
                 doc,
                 errors: Vec::new(),
             };
-            checker.members(from, &servers[from..to]);
-            let duplicates = duplicate_server_names(servers, hasher, k, parts);
-            (checker.errors, duplicates)
-        };
-        let results: Vec<_> = if parts < 2 {
-            vec![check_part(0)]
-        } else {
-            std::thread::scope(|scope| {
-                let spawned: Vec<_> = (1..parts)
-                    .map(|k| {
-                        let thread =
-                            std::thread::Builder::new().spawn_scoped(scope, move || check_part(k));
-                        (k, thread)
-                    })
-                    .collect();
-                let mut results = vec![check_part(0)];
-                for (k, thread) in spawned {
-                    results.push(match thread {
-                        Ok(thread) => thread
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                        // A thread the OS refuses is no error: that part is checked here.
-                        Err(_) => check_part(k),
-                    });
-                }
-                results
-            })
-        };
-        let mut duplicates: Vec<(u32, u32)> = results
-            .iter()
-            .flat_map(|(_, duplicates)| duplicates.iter().copied())
-            .collect();
+            checker.members(range.start, &servers[range.clone()]);
+            let hashes: Vec<u64> = servers[range]
+                .iter()
+                .map(|server| hasher.hash_one(lower_case(server.server_name.0.as_str())))
+                .collect();
+            (checker.errors, hashes)
+        });
+        let hashes: Vec<&[u64]> = checked.iter().map(|(_, hashes)| &hashes[..]).collect();
+        let found = in_parts(parts, |k| {
+            duplicate_server_names(servers, &hashes, &hasher, k, parts)
+        });
+        let mut duplicates: Vec<(u32, u32)> = found.into_iter().flatten().collect();
         duplicates.sort_unstable();
         for (index, first) in duplicates {
             let this = servers[index as usize].server_name.0.as_str();
@@ -598,7 +581,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        for (mut errors, _) in results {
+        for (mut errors, _) in checked {
             self.errors.append(&mut errors);
         }
     }
@@ -825,39 +808,43 @@ impl Checker<'_> {
     }
 }
 
-/// `name` in ASCII lower case, borrowed when it already is (nearly every server name).
 /// `(index, first index)` of each server whose name (ASCII case-insensitive) is listed at an
-/// earlier index, among the names whose hash falls into partition `part` of `parts`. A table
-/// of `u32` indexes that borrows the names: a 100,000-server list is checked without a map of
-/// 100,000 keys.
+/// earlier index, among the names whose hash falls into partition `part` of `parts` (a power of
+/// two). `hashes` are the names' hashes (of their lower case, by `hasher`), slice after slice in
+/// list order. A table of `u32` indexes, sized for the partition, that borrows the names: a
+/// 100,000-server list is checked without a map of 100,000 keys.
 fn duplicate_server_names(
     servers: &[FederationMember],
+    hashes: &[&[u64]],
     hasher: &foldhash::fast::RandomState,
     part: usize,
     parts: usize,
 ) -> Vec<(u32, u32)> {
     let name = |index: u32| servers[index as usize].server_name.0.as_str();
-    let hash = |name: &str| hasher.hash_one(lower_case(name));
-    // Bits 40.. choose the partition; the table itself uses the low and the top 7 bits.
-    let in_part = |digest: u64| parts < 2 || (digest >> 40) as usize % parts == part;
-    let mut seen = hashbrown::HashTable::with_capacity(servers.len() / parts * 9 / 8 + 16);
+    let mine = || {
+        hashes
+            .iter()
+            .flat_map(|slice| slice.iter().copied())
+            .zip(0u32..)
+            .filter(|&(digest, _)| partition(digest, parts) == part)
+    };
+    let mut seen = hashbrown::HashTable::with_capacity(mine().count());
     let mut found = Vec::new();
-    // Far fewer than 2^32 servers fit in MAX_DOCUMENT_BYTES.
-    for index in 0..u32::try_from(servers.len()).unwrap_or(u32::MAX) {
+    for (digest, index) in mine() {
         let this = name(index);
-        let digest = hash(this);
-        if !in_part(digest) {
-            continue;
-        }
         if let Some(&first) = seen.find(digest, |&other| name(other).eq_ignore_ascii_case(this)) {
             found.push((index, first));
         } else {
-            seen.insert_unique(digest, index, |&other| hash(name(other)));
+            // Sized for the partition: the table never grows, so this rehash is not called.
+            seen.insert_unique(digest, index, |&other| {
+                hasher.hash_one(lower_case(name(other)))
+            });
         }
     }
     found
 }
 
+/// `name` in ASCII lower case, borrowed when it already is (nearly every server name).
 fn lower_case(name: &str) -> Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())

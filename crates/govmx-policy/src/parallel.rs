@@ -103,6 +103,48 @@ pub(crate) fn federation_list(
     Some(list)
 }
 
+/// `part(k)` for every `k` in `0..parts`, in that order: part 0 on the calling thread, the
+/// others on scoped threads at the same time. A thread the OS refuses is no error: that part
+/// runs on the calling thread afterwards. A panic in a part is resumed here.
+pub(crate) fn in_parts<T: Send>(parts: usize, part: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if parts < 2 {
+        return (0..parts).map(part).collect();
+    }
+    let part = &part;
+    std::thread::scope(|scope| {
+        let spawned: Vec<_> = (1..parts)
+            .map(|k| {
+                let thread = std::thread::Builder::new().spawn_scoped(scope, move || part(k));
+                (k, thread)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(parts);
+        results.push(part(0));
+        for (k, thread) in spawned {
+            results.push(match thread {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => part(k),
+            });
+        }
+        results
+    })
+}
+
+/// The partition (of `parts`, a power of two) of a 64-bit hash: bits 40 and up, so that it
+/// does not correlate with what a hashbrown table uses of the same hash (the low bits for the
+/// bucket, the top 7 bits for the tag).
+pub(crate) fn partition(digest: u64, parts: usize) -> usize {
+    (digest >> 40) as usize & (parts - 1)
+}
+
+/// The half-open range of slice `k` when `len` items are cut into slices of `per_part`.
+pub(crate) fn slice_range(k: usize, per_part: usize, len: usize) -> std::ops::Range<usize> {
+    let from = (k * per_part).min(len);
+    from..(from + per_part).min(len)
+}
+
 /// What one chunk yielded.
 struct Chunk {
     members: Vec<FederationMember>,

@@ -18,6 +18,7 @@ use crate::model::{
     Agencies, ContactAction, ContactRules, DefaultAction, FederationList, FederationMember, Grant,
     Kind, MediaRules, ServerClass,
 };
+use crate::parallel::{in_parts, partition, slice_range};
 use crate::units::{AccountPattern, ServerPattern, Timestamp};
 
 /// File name used for errors that concern the set as a whole.
@@ -177,10 +178,14 @@ pub struct PolicySet {
     not_before: OffsetDateTime,
     expires: OffsetDateTime,
     /// Exact server name → index into `federation.servers`. The names are copied once into
-    /// `member_names`, one buffer, and the table holds spans of it: a reload of 100,000 servers
-    /// makes two allocations here (~3.5 MiB) instead of a map of 100,000 boxed keys (~11 MiB),
-    /// and a lookup touches one slot and one name, as a map would.
-    members: HashTable<MemberSlot>,
+    /// `member_names`, one buffer, and the tables hold spans of it: a reload of 100,000 servers
+    /// makes a few allocations here (~3.5 MiB) instead of a map of 100,000 boxed keys (~11 MiB),
+    /// and a lookup touches one slot and one name, as a map would. A large list's index is
+    /// partitioned by hash bits (`member_parts`, a power of two, one table each) so that the
+    /// tables are built at the same time on scoped threads; a lookup picks its table by the
+    /// same bits.
+    members: Vec<HashTable<MemberSlot>>,
+    member_parts: usize,
     member_names: String,
     member_hasher: foldhash::fast::RandomState,
     /// Per member: `member:<name>` and the allow reason, formatted on the first decision for this
@@ -218,6 +223,74 @@ impl MemberSlot {
             .get(self.start as usize..(self.start + self.len) as usize)
             .unwrap_or_default()
     }
+}
+
+/// Below this many members the member index is one table, built on the calling thread.
+const MIN_PARTITIONED_MEMBERS: usize = 20_000;
+
+/// Tables of a partitioned member index (a power of two).
+const MEMBER_PARTS: usize = 8;
+
+/// The member index of `servers`: its tables, how many (1 or [`MEMBER_PARTS`]) and the names
+/// buffer the slots point into. A large list is hashed in slices and the tables filled, one
+/// per partition, on scoped threads: each name is hashed once, each table sized for its
+/// partition up front.
+fn member_index(
+    servers: &[FederationMember],
+    hasher: &foldhash::fast::RandomState,
+) -> (Vec<HashTable<MemberSlot>>, usize, String) {
+    let mut names = String::with_capacity(
+        servers
+            .iter()
+            .map(|server| server.server_name.0.as_str().len())
+            .sum(),
+    );
+    // Offsets and indexes fit in u32: a document is at most MAX_DOCUMENT_BYTES (16 MiB).
+    let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let slots: Vec<MemberSlot> = servers
+        .iter()
+        .enumerate()
+        .map(|(index, server)| {
+            let name = server.server_name.0.as_str();
+            let slot = MemberSlot {
+                start: as_u32(names.len()),
+                len: as_u32(name.len()),
+                index: as_u32(index),
+            };
+            names.push_str(name);
+            slot
+        })
+        .collect();
+    let parts = if servers.len() >= MIN_PARTITIONED_MEMBERS {
+        MEMBER_PARTS
+    } else {
+        1
+    };
+    let per_part = slots.len().div_ceil(parts).max(1);
+    let names_ref = &names;
+    let hash = |slot: &MemberSlot| hasher.hash_one(slot.name(names_ref));
+    let hashes = in_parts(parts, |k| {
+        slots[slice_range(k, per_part, slots.len())]
+            .iter()
+            .map(hash)
+            .collect::<Vec<u64>>()
+    });
+    let tables = in_parts(parts, |k| {
+        let mine = || {
+            slots
+                .iter()
+                .zip(hashes.iter().flatten())
+                .filter(|&(_, &digest)| partition(digest, parts) == k)
+        };
+        let mut table = HashTable::with_capacity(mine().count());
+        for (slot, &digest) in mine() {
+            // Names are unique (the document check refuses duplicates); the table never
+            // grows, so `hash` is not called.
+            table.insert_unique(digest, *slot, hash);
+        }
+        table
+    });
+    (tables, parts, names)
 }
 
 impl PolicySet {
@@ -285,31 +358,10 @@ impl PolicySet {
             .checked_add(federation.metadata.max_age.duration())
             .unwrap_or(issued);
         let member_hasher = foldhash::fast::RandomState::default();
-        let servers = &federation.servers;
-        let mut member_names = String::with_capacity(
-            servers
-                .iter()
-                .map(|server| server.server_name.0.as_str().len())
-                .sum(),
-        );
-        let mut members = HashTable::with_capacity(servers.len());
-        // Offsets and indexes fit in u32: a document is at most MAX_DOCUMENT_BYTES (16 MiB).
-        let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        for (index, server) in servers.iter().enumerate() {
-            let name = server.server_name.0.as_str();
-            let slot = MemberSlot {
-                start: as_u32(member_names.len()),
-                len: as_u32(name.len()),
-                index: as_u32(index),
-            };
-            member_names.push_str(name);
-            // Names are unique (the document check refuses duplicates).
-            members.insert_unique(member_hasher.hash_one(name), slot, |other| {
-                member_hasher.hash_one(other.name(&member_names))
-            });
-        }
+        let (members, member_parts, member_names) =
+            member_index(&federation.servers, &member_hasher);
         let member_texts = std::iter::repeat_with(OnceLock::new)
-            .take(servers.len())
+            .take(federation.servers.len())
             .collect();
         let mut accounts: HashMap<Box<str>, Vec<(usize, AccountPattern)>> = HashMap::new();
         let mut agency_servers = HashMap::new();
@@ -377,6 +429,7 @@ impl PolicySet {
             media,
             agencies,
             members,
+            member_parts,
             member_names,
             member_hasher,
             member_texts,
@@ -395,11 +448,9 @@ impl PolicySet {
     /// `federation().servers`. A hash lookup.
     pub fn member(&self, server_name: &str) -> Option<(usize, &FederationMember)> {
         let servers = &self.federation.servers;
-        let slot = self
-            .members
-            .find(self.member_hasher.hash_one(server_name), |slot| {
-                slot.name(&self.member_names) == server_name
-            })?;
+        let digest = self.member_hasher.hash_one(server_name);
+        let slot = self.members[partition(digest, self.member_parts)]
+            .find(digest, |slot| slot.name(&self.member_names) == server_name)?;
         let index = slot.index as usize;
         Some((index, &servers[index]))
     }

@@ -693,6 +693,15 @@ fn large_federation_list() {
         !set.may_federate(server("s20000.example.de"), server(OWN), NOW)
             .is_allowed()
     );
+    // The member index of a list this large is partitioned and built on several threads:
+    // every member is found at its own index, and only by its exact name.
+    for (i, member) in set.federation().servers.iter().enumerate() {
+        let name = member.server_name.0.as_str();
+        assert_eq!(set.member(name).map(|(index, _)| index), Some(i), "{name}");
+    }
+    for unlisted in ["S1.example.de", "s1.example.d", "s20000.example.de", ""] {
+        assert!(set.member(unlisted).is_none(), "{unlisted}");
+    }
 }
 
 /// The members of a large list are checked in parts on several threads (slices of members,
