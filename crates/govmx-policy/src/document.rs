@@ -191,8 +191,8 @@ pub fn parse_document_buffered(
     // by serde_json, ~25× faster than the two YAML passes below. Anything it does not accept
     // falls through to the YAML path, so errors and their positions are the same either way.
     let fast = json_fast_path(text, buffer);
-    if let Some(document) = fast {
-        return check(file, &source, document, OnceLock::new(), now);
+    if let Some((document, prechecked)) = fast {
+        return check(file, &source, document, OnceLock::new(), now, prechecked);
     }
     // A light scan for the header; the full position index is only built (from the same text)
     // when an error needs a position, so valid documents never pay for it.
@@ -259,7 +259,7 @@ pub fn parse_document_buffered(
         Kind::TrustAnchors => deserialize(file, text, positions).map(Document::TrustAnchors),
     }
     .map_err(|error| vec![error])?;
-    check(file, &source, document, lazy_positions, now)
+    check(file, &source, document, lazy_positions, now, None)
 }
 
 /// The per-document semantic checks of a deserialised document.
@@ -269,6 +269,7 @@ fn check(
     document: Document,
     positions: OnceLock<PositionIndex>,
     now: Option<OffsetDateTime>,
+    prechecked: Option<Prechecked>,
 ) -> Result<ParsedDocument, Vec<PolicyError>> {
     let parsed = ParsedDocument {
         file: file.to_owned(),
@@ -281,7 +282,7 @@ fn check(
         errors: Vec::new(),
     };
     match &parsed.document {
-        Document::FederationList(list) => checker.federation_list(list, now),
+        Document::FederationList(list) => checker.federation_list(list, now, prechecked),
         Document::ContactRules(rules) => checker.contact_rules(rules),
         Document::MediaRules(media) => checker.media_rules(media),
         Document::Agencies(agencies) => checker.agencies(agencies),
@@ -301,7 +302,7 @@ fn check(
 /// One pass: the kind is *guessed* from the first `"kind"` key in the text, the text is
 /// deserialised as that kind, and the result is only used when its own `apiVersion` and
 /// `kind` fields confirm the guess.
-fn json_fast_path(text: &str, buffer: &mut MemberBuffer) -> Option<Document> {
+fn json_fast_path(text: &str, buffer: &mut MemberBuffer) -> Option<(Document, Option<Prechecked>)> {
     fn typed<T: DeserializeOwned>(
         text: &str,
         header: impl FnOnce(&T) -> (&str, &str),
@@ -320,31 +321,90 @@ fn json_fast_path(text: &str, buffer: &mut MemberBuffer) -> Option<Document> {
     let after_key = &text[text.find("\"kind\"")? + 6..];
     let value = after_key.trim_start().strip_prefix(':')?.trim_start();
     let name = value.strip_prefix('"')?.split('"').next()?;
-    Some(match Kind::from_name(name)? {
-        kind @ Kind::FederationList => Document::FederationList(
-            crate::parallel::federation_list(text, PARSE_THREADS, &mut buffer.0)
-                .filter(|d| d.api_version == API_VERSION && d.kind == kind.as_str())
-                .or_else(|| typed(text, |d: &FederationList| (&d.api_version, &d.kind), kind))?,
-        ),
-        kind @ Kind::ContactRules => Document::ContactRules(typed(
-            text,
-            |d: &ContactRules| (&d.api_version, &d.kind),
-            kind,
-        )?),
-        kind @ Kind::MediaRules => Document::MediaRules(typed(
-            text,
-            |d: &MediaRules| (&d.api_version, &d.kind),
-            kind,
-        )?),
-        kind @ Kind::Agencies => {
-            Document::Agencies(typed(text, |d: &Agencies| (&d.api_version, &d.kind), kind)?)
+    let kind = Kind::from_name(name)?;
+    if kind == Kind::FederationList {
+        let hasher = foldhash::fast::RandomState::default();
+        let parallel =
+            crate::parallel::federation_list(text, PARSE_THREADS, &mut buffer.0, |members| {
+                Prechecked::chunk(members, &hasher)
+            })
+            .filter(|(d, _)| d.api_version == API_VERSION && d.kind == kind.as_str());
+        return Some(match parallel {
+            Some((list, chunks)) => (
+                Document::FederationList(list),
+                Some(Prechecked::new(hasher, chunks)),
+            ),
+            None => (
+                Document::FederationList(typed(
+                    text,
+                    |d: &FederationList| (&d.api_version, &d.kind),
+                    kind,
+                )?),
+                None,
+            ),
+        });
+    }
+    Some((
+        match kind {
+            Kind::FederationList => return None,
+            kind @ Kind::ContactRules => Document::ContactRules(typed(
+                text,
+                |d: &ContactRules| (&d.api_version, &d.kind),
+                kind,
+            )?),
+            kind @ Kind::MediaRules => Document::MediaRules(typed(
+                text,
+                |d: &MediaRules| (&d.api_version, &d.kind),
+                kind,
+            )?),
+            kind @ Kind::Agencies => {
+                Document::Agencies(typed(text, |d: &Agencies| (&d.api_version, &d.kind), kind)?)
+            }
+            kind @ Kind::TrustAnchors => Document::TrustAnchors(typed(
+                text,
+                |d: &TrustAnchors| (&d.api_version, &d.kind),
+                kind,
+            )?),
+        },
+        None,
+    ))
+}
+
+/// What the threads that deserialised a large federation list already found out about its
+/// members, so that the document check does not go over them again: each name's hash (ASCII
+/// lower case, by `hasher`, in list order, one vector per chunk) and whether every member
+/// passed [`member_is_valid`] (when one did not, the check goes over them all for the errors).
+pub(crate) struct Prechecked {
+    hasher: foldhash::fast::RandomState,
+    hashes: Vec<Vec<u64>>,
+    members_valid: bool,
+}
+
+impl Prechecked {
+    /// The hashes and validity of one chunk's members.
+    fn chunk(
+        members: &[FederationMember],
+        hasher: &foldhash::fast::RandomState,
+    ) -> (Vec<u64>, bool) {
+        let mut valid = true;
+        let hashes = members
+            .iter()
+            .map(|member| {
+                valid &= member_is_valid(member);
+                hasher.hash_one(lower_case(member.server_name.0.as_str()))
+            })
+            .collect();
+        (hashes, valid)
+    }
+
+    fn new(hasher: foldhash::fast::RandomState, chunks: Vec<(Vec<u64>, bool)>) -> Prechecked {
+        let members_valid = chunks.iter().all(|(_, valid)| *valid);
+        Prechecked {
+            hasher,
+            hashes: chunks.into_iter().map(|(hashes, _)| hashes).collect(),
+            members_valid,
         }
-        kind @ Kind::TrustAnchors => Document::TrustAnchors(typed(
-            text,
-            |d: &TrustAnchors| (&d.api_version, &d.kind),
-            kind,
-        )?),
-    })
+    }
 }
 
 /// Threads for deserialising one large document (each takes at least 1 MiB of it).
@@ -533,7 +593,12 @@ impl Checker<'_> {
         }
     }
 
-    fn federation_list(&mut self, list: &FederationList, now: Option<OffsetDateTime>) {
+    fn federation_list(
+        &mut self,
+        list: &FederationList,
+        now: Option<OffsetDateTime>,
+        prechecked: Option<Prechecked>,
+    ) {
         if let Some(now) = now {
             self.freshness(list, now);
         }
@@ -543,29 +608,47 @@ impl Checker<'_> {
         // the members of slice k and hashes their names (ASCII lower case: equal names hash
         // alike), then looks for duplicates among the names whose hash falls into partition k.
         // Each name is hashed once. The errors are reported in the order of a single pass.
+        // When the parse threads already hashed the names and found every member valid
+        // (`Prechecked`), the first round is theirs.
         let parts = if servers.len() >= 2 * MIN_MEMBERS_PER_THREAD {
             PARSE_THREADS
         } else {
             1
         };
         let per_part = servers.len().div_ceil(parts).max(1);
-        let hasher = foldhash::fast::RandomState::default();
-        let checked = in_parts(parts, |k| {
-            let range = slice_range(k, per_part, servers.len());
-            let mut checker = Checker {
-                doc,
-                errors: Vec::new(),
-            };
-            checker.members(range.start, &servers[range.clone()]);
-            let hashes: Vec<u64> = servers[range]
-                .iter()
-                .map(|server| hasher.hash_one(lower_case(server.server_name.0.as_str())))
-                .collect();
-            (checker.errors, hashes)
+        let prechecked = prechecked.filter(|pre| {
+            pre.members_valid && pre.hashes.iter().map(Vec::len).sum::<usize>() == servers.len()
         });
+        let (hasher, checked) = match prechecked {
+            Some(pre) => (
+                pre.hasher,
+                pre.hashes
+                    .into_iter()
+                    .map(|hashes| (Vec::new(), hashes))
+                    .collect(),
+            ),
+            None => {
+                let hasher = foldhash::fast::RandomState::default();
+                let checked = in_parts(parts, |k| {
+                    let range = slice_range(k, per_part, servers.len());
+                    let mut checker = Checker {
+                        doc,
+                        errors: Vec::new(),
+                    };
+                    checker.members(range.start, &servers[range.clone()]);
+                    let hashes: Vec<u64> = servers[range]
+                        .iter()
+                        .map(|server| hasher.hash_one(lower_case(server.server_name.0.as_str())))
+                        .collect();
+                    (checker.errors, hashes)
+                });
+                (hasher, checked)
+            }
+        };
+        let hasher = &hasher;
         let hashes: Vec<&[u64]> = checked.iter().map(|(_, hashes)| &hashes[..]).collect();
         let found = in_parts(parts, |k| {
-            duplicate_server_names(servers, &hashes, &hasher, k, parts)
+            duplicate_server_names(servers, &hashes, hasher, k, parts)
         });
         let mut duplicates: Vec<(u32, u32)> = found.into_iter().flatten().collect();
         duplicates.sort_unstable();
@@ -622,8 +705,8 @@ impl Checker<'_> {
                 self.error(&format!("servers[{i}].organisation.id"), rules::BAD_ID, format!("organisation id {:?} must be a slug: lower-case letters, digits and '-', starting with a letter", server.organisation.id));
             }
             for (id, key) in &server.signing_keys {
-                let path = format!("servers[{i}].signingKeys.{id}");
                 if let Err(message) = check_key(id, key) {
+                    let path = format!("servers[{i}].signingKeys.{id}");
                     if message.starts_with("key id") {
                         self.key_error(&path, rules::BAD_SIGNING_KEY, message);
                     } else {
@@ -632,14 +715,12 @@ impl Checker<'_> {
                 }
             }
             for (j, host) in server.delegated_hosts.iter().enumerate() {
-                let path = format!("servers[{i}].delegatedHosts[{j}]");
-                match ServerNameSpec::parse(host) {
-                    Ok(name) if name.0.port().is_some() => {}
-                    _ => self.error(
-                        &path,
+                if !is_host_and_port(host) {
+                    self.error(
+                        &format!("servers[{i}].delegatedHosts[{j}]"),
                         rules::MALFORMED_HOST,
                         format!("delegated host {host:?} must be \"host:port\""),
-                    ),
+                    );
                 }
             }
         }
@@ -845,6 +926,25 @@ fn duplicate_server_names(
 }
 
 /// `name` in ASCII lower case, borrowed when it already is (nearly every server name).
+/// Whether [`Checker::members`] finds nothing wrong with `server` (the same predicates, no
+/// error texts).
+fn member_is_valid(server: &FederationMember) -> bool {
+    is_slug(&server.organisation.id)
+        && server
+            .signing_keys
+            .iter()
+            .all(|(id, key)| check_key(id, key).is_ok())
+        && server
+            .delegated_hosts
+            .iter()
+            .all(|host| is_host_and_port(host))
+}
+
+/// A delegated host must be a server name with an explicit port.
+fn is_host_and_port(host: &str) -> bool {
+    ServerNameSpec::parse(host).is_ok_and(|name| name.0.port().is_some())
+}
+
 fn lower_case(name: &str) -> Cow<'_, str> {
     if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())

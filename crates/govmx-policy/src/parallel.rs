@@ -32,11 +32,16 @@ const MAX_THREADS: usize = 8;
 ///
 /// Chunk 0 is deserialised into `buffer`'s memory when the buffer has room for the whole array
 /// (the other chunks are appended to it); the buffer is taken whenever the array is parsed here.
-pub(crate) fn federation_list(
+///
+/// `precheck` runs on each chunk's members right after they are parsed, on the same thread
+/// (while they are still in that core's cache, and without another round of threads); its
+/// results come back in chunk order.
+pub(crate) fn federation_list<P: Send>(
     text: &str,
     threads: usize,
     buffer: &mut Vec<FederationMember>,
-) -> Option<FederationList> {
+    precheck: impl Fn(&[FederationMember]) -> P + Sync,
+) -> Option<(FederationList, Vec<P>)> {
     let start = servers_array_start(text.as_bytes())?;
     let threads = threads
         .min(MAX_THREADS)
@@ -45,10 +50,12 @@ pub(crate) fn federation_list(
         return None;
     }
     let starts = chunk_starts(text, start, threads);
-    let chunks: Vec<Option<Chunk>> = std::thread::scope(|scope| {
+    let precheck = &precheck;
+    let checked = |chunk: Option<Chunk>| chunk.map(|chunk| (precheck(&chunk.members), chunk));
+    let chunks: Vec<Option<(P, Chunk)>> = std::thread::scope(|scope| {
         let chunk = |k: usize| {
             let to = starts.get(k + 1).copied();
-            parse_chunk(text, starts[k], to, to.unwrap_or(text.len()))
+            checked(parse_chunk(text, starts[k], to, to.unwrap_or(text.len())))
         };
         // A thread the OS refuses is no error: that chunk is parsed here afterwards.
         let spawned: Vec<_> = (1..starts.len())
@@ -63,13 +70,13 @@ pub(crate) fn federation_list(
         // not move it; in the buffer's memory when there is one.
         let mut first = std::mem::take(buffer);
         first.clear();
-        let mut chunks = vec![parse_chunk_into(
+        let mut chunks = vec![checked(parse_chunk_into(
             first,
             text,
             starts[0],
             starts.get(1).copied(),
             text.len(),
-        )];
+        ))];
         for (k, spawned) in spawned {
             chunks.push(match spawned {
                 Ok(thread) => thread.join().ok().flatten(),
@@ -80,8 +87,10 @@ pub(crate) fn federation_list(
     });
     let mut members = Vec::new();
     let mut end = None;
+    let mut prechecked = Vec::with_capacity(chunks.len());
     for chunk in chunks {
-        let chunk = chunk?;
+        let (result, chunk) = chunk?;
+        prechecked.push(result);
         end = chunk.array_end;
         if members.is_empty() {
             members = chunk.members;
@@ -100,7 +109,7 @@ pub(crate) fn federation_list(
         return None;
     }
     list.servers = members;
-    Some(list)
+    Some((list, prechecked))
 }
 
 /// `part(k)` for every `k` in `0..parts`, in that order: part 0 on the calling thread, the
@@ -348,6 +357,42 @@ mod tests {
         format!(r#"{{"id": "org-{i}", "displayName": "Organisation {i} \u00e4 \"x\""}}"#)
     }
 
+    /// The list [`federation_list`] parses, without prechecks.
+    fn parse_list(
+        text: &str,
+        threads: usize,
+        buffer: &mut Vec<FederationMember>,
+    ) -> Option<FederationList> {
+        federation_list(text, threads, buffer, |_| ()).map(|(list, _)| list)
+    }
+
+    /// The precheck sees every member once, on the chunk's own thread, and its results come
+    /// back in chunk order.
+    #[test]
+    fn prechecks_cover_the_chunks_in_order() {
+        let text = list(40_000, ",", plain);
+        let (parsed, firsts) = federation_list(&text, 8, &mut Vec::new(), |members| {
+            (
+                members.len(),
+                members.first().map(|m| m.server_name.0.to_string()),
+            )
+        })
+        .unwrap();
+        assert!(firsts.len() > 2, "{} chunks", firsts.len());
+        assert_eq!(
+            firsts.iter().map(|(n, _)| n).sum::<usize>(),
+            parsed.servers.len()
+        );
+        let mut at = 0;
+        for (n, first) in firsts {
+            assert_eq!(
+                first.as_deref(),
+                Some(parsed.servers[at].server_name.0.as_str())
+            );
+            at += n;
+        }
+    }
+
     fn sequential(text: &str) -> FederationList {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {}", &text[..400]))
     }
@@ -365,7 +410,7 @@ mod tests {
                 );
                 assert_eq!(starts.len(), threads, "{separator:?}: one chunk per thread");
                 assert_eq!(
-                    federation_list(&text, threads, &mut Vec::new()).as_ref(),
+                    parse_list(&text, threads, &mut Vec::new()).as_ref(),
                     Some(&expected),
                     "{separator:?}, {threads} threads"
                 );
@@ -380,13 +425,13 @@ mod tests {
         // Room for the members and 1/8 more, as a gate prepares it.
         let mut buffer = crate::MemberBuffer::prefaulted(45_000).0;
         let memory = buffer.as_ptr();
-        let parsed = federation_list(&text, 4, &mut buffer).unwrap();
+        let parsed = parse_list(&text, 4, &mut buffer).unwrap();
         assert_eq!(parsed, expected);
         assert_eq!(parsed.servers.as_ptr(), memory, "members not in the buffer");
         assert_eq!(buffer.capacity(), 0, "the buffer was taken");
         // Too small a buffer: the same result in new memory.
         let mut small = crate::MemberBuffer::prefaulted(10).0;
-        assert_eq!(federation_list(&text, 4, &mut small).unwrap(), expected);
+        assert_eq!(parse_list(&text, 4, &mut small).unwrap(), expected);
     }
 
     #[test]
@@ -411,7 +456,7 @@ mod tests {
             cut > inside && cut < inside + 30_000 * 6,
             "the guess lands in the string"
         );
-        assert_eq!(federation_list(&text, 2, &mut Vec::new()), None);
+        assert_eq!(parse_list(&text, 2, &mut Vec::new()), None);
         // The sequential parse in `parse_document` still reads it.
         assert_eq!(sequential(&text).servers.len(), n);
     }
@@ -435,7 +480,7 @@ mod tests {
             format!("{text} x"),
         ];
         for (i, text) in broken.iter().enumerate() {
-            assert_eq!(federation_list(text, 2, &mut Vec::new()), None, "case {i}");
+            assert_eq!(parse_list(text, 2, &mut Vec::new()), None, "case {i}");
             assert!(
                 serde_json::from_str::<FederationList>(text).is_err(),
                 "case {i}"
@@ -486,6 +531,6 @@ mod tests {
     #[test]
     fn small_lists_stay_on_one_thread() {
         let text = list(100, ",", plain);
-        assert_eq!(federation_list(&text, 8, &mut Vec::new()), None);
+        assert_eq!(parse_list(&text, 8, &mut Vec::new()), None);
     }
 }

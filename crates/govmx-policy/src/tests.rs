@@ -767,6 +767,84 @@ fn large_list_member_errors_come_from_every_slice_in_order() {
     );
 }
 
+/// The same list in JSON syntax (over 2 MiB: deserialised in chunks, the members prechecked on
+/// the chunks' threads): the same errors, in the same order, each at the line of its culprit.
+#[test]
+fn large_json_list_member_errors_match_the_single_pass() {
+    let mut text = FEDERATION.to_owned();
+    for i in 0..30_000 {
+        let id = if i == 14_999 {
+            format!("Bad-{i}")
+        } else {
+            format!("org-{i}")
+        };
+        let name = if i == 29_000 {
+            "S3.example.de".to_owned()
+        } else {
+            format!("s{i}.example.de")
+        };
+        text.push_str(&format!(
+            "  - serverName: \"{name}\"\n    organisation: {{id: {id}, displayName: Org {i}}}\n    class: agency\n"
+        ));
+        if i == 22_222 {
+            text.push_str("    delegatedHosts: [no-port.example.de]\n");
+        }
+        if i == 27_000 {
+            text.push_str("    signingKeys: {\"ed25519:a\": \"not base64\"}\n");
+        }
+    }
+    let json = to_json(&text);
+    assert!(
+        json.len() > 2 << 20,
+        "{} bytes: too small for the parallel path",
+        json.len()
+    );
+    let yaml_errors = parse_document("federation.yaml", text.as_bytes(), Some(NOW)).unwrap_err();
+    let json_errors = parse_document("federation.json", json.as_bytes(), Some(NOW)).unwrap_err();
+    let rules_of =
+        |errors: &[crate::PolicyError]| errors.iter().map(|e| e.rule).collect::<Vec<_>>();
+    assert_eq!(
+        rules_of(&json_errors),
+        [
+            rules::BAD_ID,
+            rules::MALFORMED_HOST,
+            rules::BAD_SIGNING_KEY,
+            rules::DUPLICATE_SERVER
+        ],
+        "{json_errors:#?}"
+    );
+    assert_eq!(rules_of(&json_errors), rules_of(&yaml_errors));
+    let line = |e: &crate::PolicyError| json.lines().nth(e.line - 1).unwrap_or_default().to_owned();
+    for (error, needle) in json_errors.iter().zip([
+        "Bad-14999",
+        "no-port.example.de",
+        "not base64",
+        "S3.example.de",
+    ]) {
+        assert!(
+            line(error).contains(needle),
+            "{error:?} at {:?}",
+            line(error)
+        );
+    }
+    // A valid list of that size takes the prechecked path and reads as the YAML path reads it.
+    let valid_yaml = text
+        .replace("Bad-14999", "org-14999")
+        .replace("    delegatedHosts: [no-port.example.de]\n", "")
+        .replace("    signingKeys: {\"ed25519:a\": \"not base64\"}\n", "")
+        .replace("S3.example.de", "s3b.example.de");
+    let list = |file: &str, text: &str| match parse_document(file, text.as_bytes(), Some(NOW))
+        .unwrap()
+        .document
+    {
+        crate::Document::FederationList(list) => list,
+        other => panic!("{:?}", other.kind()),
+    };
+    let from_json = list("federation.json", &to_json(&valid_yaml));
+    assert!(from_json.servers.len() > 30_000);
+    assert_eq!(from_json, list("federation.yaml", &valid_yaml));
+}
+
 /// The YAML text of a document rewritten in JSON syntax (which is also YAML).
 fn to_json(yaml: &str) -> String {
     let value: serde_json::Value = serde_norway::from_str(yaml).unwrap();
