@@ -226,30 +226,95 @@ pub fn verify_bundle_buffered(
     let verified = verified?;
     let docs = parsed?;
     let set = PolicySet::new(docs, own).map_err(|errors| PolicyError::Documents(join(&errors)))?;
-    let servers = &set.federation().servers;
-    let mut delegated = HashMap::new();
-    let mut mixed_case = HashMap::new();
-    for (index, member) in servers.iter().enumerate() {
-        for host in &member.delegated_hosts {
-            let (host, port) = split_host_port(host);
-            delegated
-                .entry((host, port.unwrap_or(8448)))
-                .or_insert(index);
-        }
-        let name = member.server_name.as_server_name().as_str();
-        if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            mixed_case.insert(name.to_ascii_lowercase(), index);
-        }
-    }
+    let (pinned, delegated, mixed_case) = gate_indexes(&set.federation().servers);
     Ok(PolicyList {
-        pinned: std::iter::repeat_with(OnceLock::new)
-            .take(servers.len())
-            .collect(),
+        pinned,
         set,
         version: verified.bundle_version,
         delegated,
         mixed_case,
     })
+}
+
+/// Below this many servers the gate's own indexes are built on the calling thread.
+const MIN_PARALLEL_INDEX: usize = 20_000;
+
+/// Slices of a large list indexed at the same time (more runnable threads: a larger share of
+/// busy CPUs for a reload under load, as in `govmx_policy`).
+const INDEX_THREADS: usize = 8;
+
+type DelegatedIndex = HashMap<(String, u16), usize>;
+type MixedCaseIndex = HashMap<String, usize>;
+
+/// What the gate keeps beyond the policy set: an empty pinned-key cell per member, the
+/// delegated hosts and the names with upper-case letters. A large list is gone over in slices
+/// on scoped threads (the cells are allocated meanwhile on the calling thread); the slices'
+/// findings are merged in list order, so the first member naming a delegated host keeps it.
+fn gate_indexes(
+    servers: &[govmx_policy::FederationMember],
+) -> (
+    Vec<OnceLock<Vec<PinnedKey>>>,
+    DelegatedIndex,
+    MixedCaseIndex,
+) {
+    type Found = (Vec<((String, u16), usize)>, Vec<(String, usize)>);
+    let slice = |first: usize, members: &[govmx_policy::FederationMember]| -> Found {
+        let mut found: Found = (Vec::new(), Vec::new());
+        for (index, member) in (first..).zip(members) {
+            for host in &member.delegated_hosts {
+                let (host, port) = split_host_port(host);
+                found.0.push(((host, port.unwrap_or(8448)), index));
+            }
+            let name = member.server_name.as_server_name().as_str();
+            if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                found.1.push((name.to_ascii_lowercase(), index));
+            }
+        }
+        found
+    };
+    let cells = || {
+        std::iter::repeat_with(OnceLock::new)
+            .take(servers.len())
+            .collect()
+    };
+    let (pinned, slices): (_, Vec<Found>) = if servers.len() < MIN_PARALLEL_INDEX {
+        (cells(), vec![slice(0, servers)])
+    } else {
+        let per_slice = servers.len().div_ceil(INDEX_THREADS);
+        std::thread::scope(|scope| {
+            let spawned: Vec<_> = servers
+                .chunks(per_slice)
+                .enumerate()
+                .map(|(k, members)| {
+                    let first = k * per_slice;
+                    let thread = std::thread::Builder::new()
+                        .spawn_scoped(scope, move || slice(first, members));
+                    (first, members, thread)
+                })
+                .collect();
+            let pinned = cells();
+            let found = spawned
+                .into_iter()
+                .map(|(first, members, thread)| match thread {
+                    Ok(thread) => thread
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    // A thread the OS refuses is no error: that slice is gone over here.
+                    Err(_) => slice(first, members),
+                })
+                .collect();
+            (pinned, found)
+        })
+    };
+    let mut delegated = HashMap::new();
+    let mut mixed_case = HashMap::new();
+    for (hosts, names) in slices {
+        for (key, index) in hosts {
+            delegated.entry(key).or_insert(index);
+        }
+        mixed_case.extend(names);
+    }
+    (pinned, delegated, mixed_case)
 }
 
 /// Parses and checks every document of the bundle (all but the signature file).
@@ -692,6 +757,51 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
+
+    /// A large list's gate indexes are built in slices on several threads: the same maps as one
+    /// pass, the first member naming a delegated host keeping it, one pinned-key cell each.
+    #[test]
+    fn gate_indexes_of_a_large_list_are_those_of_one_pass() {
+        use govmx_policy::{FederationMember, Organisation, ServerClass, ServerNameSpec};
+        let member = |name: &str, hosts: &[&str]| FederationMember {
+            server_name: ServerNameSpec::parse(name).unwrap(),
+            organisation: Organisation {
+                id: "org".to_owned(),
+                display_name: "Org".to_owned(),
+            },
+            class: ServerClass::Agency,
+            signing_keys: Default::default(),
+            delegated_hosts: hosts.iter().map(|host| (*host).to_owned()).collect(),
+        };
+        let servers: Vec<FederationMember> = (0..30_000)
+            .map(|i| match i {
+                7 => member("Mixed.Example.de", &["relay.example.de:8448"]),
+                25_000 => member(
+                    "s25000.example.de",
+                    &["RELAY.example.de:8448", "other.example.de:443"],
+                ),
+                29_999 => member("LAST.example.de", &[]),
+                _ => member(&format!("s{i}.example.de"), &[]),
+            })
+            .collect();
+        let (pinned, delegated, mixed_case) = gate_indexes(&servers);
+        assert_eq!(pinned.len(), servers.len());
+        let host = |name: &str, port| (name.to_owned(), port);
+        assert_eq!(
+            delegated,
+            HashMap::from([
+                (host("relay.example.de", 8448), 7),
+                (host("other.example.de", 443), 25_000)
+            ])
+        );
+        assert_eq!(
+            mixed_case,
+            HashMap::from([
+                ("mixed.example.de".to_owned(), 7),
+                ("last.example.de".to_owned(), 29_999)
+            ])
+        );
+    }
 
     fn load(dir: &std::path::Path, trust: &std::path::Path) -> Result<PolicyList, PolicyError> {
         let mut files = BundleFiles::new();
