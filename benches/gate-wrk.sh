@@ -5,7 +5,8 @@
 #      CPU time (utime+stime from /proc/<pid>/stat) is sampled while the gate refuses.
 #   2. allow path overhead: an nginx `return 200` backend (its own nginx instance), (a) direct
 #      over TLS, (b) nginx TLS proxy_pass (a second nginx instance), (c) the gate (TLS,
-#      non-strict, listed origin) -> backend.
+#      non-strict, listed origin) -> backend; (b) and (c) swap places every rep (drift on a shared
+#      host), and a last line gives the ratio of their requests over all reps.
 #   3. reload under load: a new signed 100,000-server list is published (atomic symlink swap +
 #      SIGHUP) while wrk runs on the allow path, first replacing a 2-server list, then (steady
 #      state) replacing another 100,000-server list; reload time from the gate's log, wrk errors.
@@ -310,14 +311,22 @@ for rep in $(seq 1 "$REPS"); do
         log "rep $rep: allow path "
         run_wrk "ngx-direct-$rep" "https://127.0.0.1:$P_NGX_DIRECT" "$AUTH_ALLOW"
         sleep 1
-        run_wrk "ngx-proxy-$rep" "https://127.0.0.1:$P_NGX_PROXY" "$AUTH_ALLOW"
-        sleep 1
-        g0=$(cpu_ticks "$GATE_ALLOW_PID")
-        [[ $rep == 1 ]] && perf_on "$GATE_ALLOW_PID" allow
-        run_wrk "gate-allow-$rep" "https://127.0.0.1:$P_GATE_ALLOW" "$AUTH_ALLOW"
-        [[ $rep == 1 ]] && perf_off allow
-        g1=$(cpu_ticks "$GATE_ALLOW_PID")
-        R[gate_cpu_allow_$rep]=$(((g1 - g0) * 1000 / CLK_TCK))
+        # (b) and (c) swap places every rep (odd reps nginx first, even reps the gate first), so
+        # a host that drifts during a rep does not favour the same side every time.
+        allow_gate() {
+            g0=$(cpu_ticks "$GATE_ALLOW_PID")
+            [[ $rep == 1 ]] && perf_on "$GATE_ALLOW_PID" allow
+            run_wrk "gate-allow-$rep" "https://127.0.0.1:$P_GATE_ALLOW" "$AUTH_ALLOW"
+            [[ $rep == 1 ]] && perf_off allow
+            g1=$(cpu_ticks "$GATE_ALLOW_PID")
+            R[gate_cpu_allow_$rep]=$(((g1 - g0) * 1000 / CLK_TCK))
+        }
+        allow_nginx() { run_wrk "ngx-proxy-$rep" "https://127.0.0.1:$P_NGX_PROXY" "$AUTH_ALLOW"; }
+        if ((rep % 2)); then
+            allow_nginx; sleep 1; allow_gate
+        else
+            allow_gate; sleep 1; allow_nginx
+        fi
         sleep 2
     fi
 done
@@ -439,8 +448,12 @@ if part allow; then
             [[ $t == ngx-direct ]] && l=${R[load_allow_$rep]}
             echo "| $rep | $l | $label | $(f $t-$rep rps) | $(f $t-$rep p50) | $(f $t-$rep p99) | $(f $t-$rep non2xx) | $(f $t-$rep errors) |"
         done
-        echo "| $rep | | **gate vs nginx proxy** | **$(ratio "$(f gate-allow-$rep rps)" "$(f ngx-proxy-$rep rps)")×** | | p99 $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-proxy-$rep p99)") ms vs (b), $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-direct-$rep p99)") ms vs (a) | | |"
+        order="nginx first"
+        ((rep % 2)) || order="gate first"
+        echo "| $rep | | **gate vs nginx proxy** ($order) | **$(ratio "$(f gate-allow-$rep rps)" "$(f ngx-proxy-$rep rps)")×** | | p99 $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-proxy-$rep p99)") ms vs (b), $(diff_ms "$(f gate-allow-$rep p99)" "$(f ngx-direct-$rep p99)") ms vs (a) | | |"
     done
+    sum_requests() { local t=0; for rep in $(seq 1 "$REPS"); do t=$((t + $(f "$1-$rep" requests))); done; echo "$t"; }
+    echo "| all | | **gate vs nginx proxy, requests of all reps** | **$(ratio "$(sum_requests gate-allow)" "$(sum_requests ngx-proxy)")×** | | | | |"
     echo
 fi
 if part reload; then
