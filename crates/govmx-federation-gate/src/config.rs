@@ -75,6 +75,12 @@ pub struct InboundConfig {
     /// the list (requests from origins without pinned keys are refused in strict mode).
     #[serde(default)]
     pub strict: bool,
+    /// Threads serving inbound connections (each connection stays on one; like nginx's
+    /// `worker_processes`). Absent: one per CPU the process may use. Fewer workers than CPUs
+    /// can pay where the gate shares its CPUs with the homeserver: each wake-up then finds
+    /// more ready connections (`docs/benchmarks.md`).
+    #[serde(default)]
+    pub workers: Option<usize>,
     /// Strict mode for listed servers without pinned keys: fetch their keys from the server
     /// itself over TLS that chains to `ca_file`, verify and cache them. Absent: such servers are
     /// refused in strict mode.
@@ -304,6 +310,9 @@ impl govmx_service::Validate for Config {
         if self.inbound.max_body_bytes == 0 {
             problems.push("inbound.max_body_bytes must be greater than 0".to_owned());
         }
+        if self.inbound.workers == Some(0) {
+            problems.push("inbound.workers must be at least 1 (or absent: one per CPU)".to_owned());
+        }
         for (key, value) in [
             (
                 "inbound.header_read_timeout",
@@ -448,5 +457,17 @@ mod tests {
             govmx_service::Validate::validate(&config)
                 .contains(&"policy.reload_nice must be between -20 and 19, not -21".to_owned())
         );
+        assert_eq!(config.inbound.workers, None, "default: one worker per CPU");
+        for (workers, valid) in [("1", true), ("4", true), ("0", false)] {
+            let text = text.replace("  # workers: 1", &format!("  workers: {workers}"));
+            let config: Config = govmx_service::config::from_yaml_str(&text, "gate.yaml").unwrap();
+            assert_eq!(config.inbound.workers, workers.parse().ok());
+            let problem = "inbound.workers must be at least 1 (or absent: one per CPU)".to_owned();
+            assert_eq!(
+                govmx_service::Validate::validate(&config).contains(&problem),
+                !valid,
+                "workers: {workers}"
+            );
+        }
     }
 }

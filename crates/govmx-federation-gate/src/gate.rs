@@ -287,7 +287,12 @@ pub async fn start(config: Config) -> Result<RunningGate, StartError> {
     shared.list_status(SystemTime::now());
     let (trigger, shutdown) = Shutdown::manual();
 
-    let workers = Workers::start(workers::default_count()).map_err(StartError::Workers)?;
+    let count = shared
+        .config
+        .inbound
+        .workers
+        .unwrap_or_else(workers::default_count);
+    let workers = Workers::start(count).map_err(StartError::Workers)?;
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(inbound_loop(
         inbound_listener,

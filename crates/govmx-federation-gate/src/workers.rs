@@ -1,4 +1,5 @@
-//! The threads that serve inbound connections: one single-threaded tokio runtime per core.
+//! The threads that serve inbound connections: one single-threaded tokio runtime per core, or
+//! `inbound.workers` of them.
 //!
 //! The accept loop hands each accepted connection to the next worker (round robin); the
 //! connection then lives on that worker's thread for good, together with its own upstream

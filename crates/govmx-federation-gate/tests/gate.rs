@@ -772,8 +772,10 @@ async fn connect_proxy_tunnels_only_to_listed_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_reload_swaps_lists_without_failing_requests() {
+    // One inbound worker (`inbound.workers: 1`) serves all the concurrent connections here.
     let mut h = Harness::start(Options {
         reload_interval: Duration::from_millis(100),
+        workers: Some(1),
         ..Options::default()
     })
     .await;

@@ -165,6 +165,8 @@ pub struct Options {
     pub tracing: Option<govmx_service::TracingConfig>,
     /// Forward to this address instead of the [`FakeUpstream`] (which still runs).
     pub upstream_addr: Option<SocketAddr>,
+    /// `inbound.workers` (absent: one per CPU, as deployed).
+    pub workers: Option<usize>,
 }
 
 impl Default for Options {
@@ -183,6 +185,7 @@ impl Default for Options {
             refetch_on_miss: Duration::ZERO,
             tracing: None,
             upstream_addr: None,
+            workers: None,
         }
     }
 }
@@ -262,6 +265,7 @@ impl Harness {
                 upstream_timeout: Duration::from_secs(10),
                 strict: options.strict,
                 relayed_events: options.relayed_events,
+                workers: options.workers,
                 key_fetch: options.key_fetch_ca.map(|ca_file| KeyFetchConfig {
                     ca_file,
                     timeout: Duration::from_secs(5),
