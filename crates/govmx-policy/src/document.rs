@@ -321,53 +321,49 @@ fn json_fast_path(text: &str, buffer: &mut MemberBuffer) -> Option<(Document, Op
     let after_key = &text[text.find("\"kind\"")? + 6..];
     let value = after_key.trim_start().strip_prefix(':')?.trim_start();
     let name = value.strip_prefix('"')?.split('"').next()?;
-    let kind = Kind::from_name(name)?;
-    if kind == Kind::FederationList {
-        let hasher = foldhash::fast::RandomState::default();
-        let parallel =
-            crate::parallel::federation_list(text, PARSE_THREADS, &mut buffer.0, |members| {
-                Prechecked::chunk(members, &hasher)
-            })
-            .filter(|(d, _)| d.api_version == API_VERSION && d.kind == kind.as_str());
-        return Some(match parallel {
-            Some((list, chunks)) => (
-                Document::FederationList(list),
-                Some(Prechecked::new(hasher, chunks)),
-            ),
-            None => (
-                Document::FederationList(typed(
-                    text,
-                    |d: &FederationList| (&d.api_version, &d.kind),
-                    kind,
-                )?),
-                None,
-            ),
-        });
-    }
-    Some((
-        match kind {
-            Kind::FederationList => return None,
-            kind @ Kind::ContactRules => Document::ContactRules(typed(
-                text,
-                |d: &ContactRules| (&d.api_version, &d.kind),
-                kind,
-            )?),
-            kind @ Kind::MediaRules => Document::MediaRules(typed(
-                text,
-                |d: &MediaRules| (&d.api_version, &d.kind),
-                kind,
-            )?),
-            kind @ Kind::Agencies => {
-                Document::Agencies(typed(text, |d: &Agencies| (&d.api_version, &d.kind), kind)?)
-            }
-            kind @ Kind::TrustAnchors => Document::TrustAnchors(typed(
-                text,
-                |d: &TrustAnchors| (&d.api_version, &d.kind),
-                kind,
-            )?),
-        },
-        None,
-    ))
+    let document = match Kind::from_name(name)? {
+        kind @ Kind::FederationList => {
+            let hasher = foldhash::fast::RandomState::default();
+            let parallel =
+                crate::parallel::federation_list(text, PARSE_THREADS, &mut buffer.0, |members| {
+                    Prechecked::chunk(members, &hasher)
+                })
+                .filter(|(d, _)| d.api_version == API_VERSION && d.kind == kind.as_str());
+            return Some(match parallel {
+                Some((list, chunks)) => (
+                    Document::FederationList(list),
+                    Some(Prechecked::new(hasher, chunks)),
+                ),
+                None => (
+                    Document::FederationList(typed(
+                        text,
+                        |d: &FederationList| (&d.api_version, &d.kind),
+                        kind,
+                    )?),
+                    None,
+                ),
+            });
+        }
+        kind @ Kind::ContactRules => Document::ContactRules(typed(
+            text,
+            |d: &ContactRules| (&d.api_version, &d.kind),
+            kind,
+        )?),
+        kind @ Kind::MediaRules => Document::MediaRules(typed(
+            text,
+            |d: &MediaRules| (&d.api_version, &d.kind),
+            kind,
+        )?),
+        kind @ Kind::Agencies => {
+            Document::Agencies(typed(text, |d: &Agencies| (&d.api_version, &d.kind), kind)?)
+        }
+        kind @ Kind::TrustAnchors => Document::TrustAnchors(typed(
+            text,
+            |d: &TrustAnchors| (&d.api_version, &d.kind),
+            kind,
+        )?),
+    };
+    Some((document, None))
 }
 
 /// What the threads that deserialised a large federation list already found out about its
