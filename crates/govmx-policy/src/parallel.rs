@@ -17,6 +17,9 @@
 //! result is the one a sequential parse produces. When any check fails (a guessed cut inside a
 //! string, any syntax or type error) the caller falls back to the sequential parse, which also
 //! produces the precise error. Wrong guesses cost time, never correctness.
+//!
+//! Also here: the scoped-thread fan-out the checks and the member index of a large list use
+//! ([`in_parts`], with [`slice_range`] and [`partition`] to cut the work).
 
 use crate::model::{FederationList, FederationMember};
 
