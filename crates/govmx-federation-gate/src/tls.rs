@@ -27,6 +27,9 @@ pub enum TlsError {
     /// rustls refused the certificate/key pair.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The crypto provider's random generator failed: no handshake could be made.
+    #[error("TLS random generator: no randomness available")]
+    Random,
 }
 
 /// Builds the server configuration from PEM files.
@@ -55,5 +58,12 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // aws-lc seeds its random generator on first use (~20 ms of CPU-jitter sampling, once per
+    // process): do it now, before anything is served, not in the first peer's handshake.
+    config
+        .crypto_provider()
+        .secure_random
+        .fill(&mut [0u8; 32])
+        .map_err(|_| TlsError::Random)?;
     Ok(Arc::new(config))
 }
