@@ -399,8 +399,8 @@ async fn serve_tls_connection(
             return;
         }
     };
-    // This connection's own upstream connection, driven by this task next to it.
-    let (upstream, driver) = Upstream::new(shared.upstream_authority.clone());
+    // This connection's own upstream connection, used by its requests' tasks in turn.
+    let upstream = Upstream::new(shared.upstream_authority.clone());
     let connection_peer = Arc::new(inbound::Peer::new(peer, upstream));
     let service = service_fn(move |req| {
         let shared = shared.clone();
@@ -414,9 +414,6 @@ async fn serve_tls_connection(
         .max_buf_size(64 * 1024);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
     tokio::pin!(connection);
-    // The upstream connections run in their own task on this worker's runtime: a wake-up of
-    // either socket then polls only the side it concerns, not both. Aborted with this task.
-    let _driver = AbortOnDrop(tokio::spawn(driver.run()).abort_handle());
     tokio::select! {
         result = connection.as_mut() => {
             if let Err(error) = result {
@@ -429,15 +426,6 @@ async fn serve_tls_connection(
                 tracing::debug!(%peer, %error, "inbound connection ended with an error");
             }
         }
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -654,7 +654,7 @@ where
     // Synapse continues our span's trace (traces off: the client's headers pass unchanged).
     govmx_service::telemetry::inject_trace_context(&mut parts.headers);
     if flagged.is_some() {
-        // The body was buffered (and maybe rewritten): hyper sets the right length.
+        // The body was buffered (and maybe rewritten): the upstream exchange sets its length.
         parts.headers.remove(header::CONTENT_LENGTH);
     }
     parts.uri = uri;
@@ -724,7 +724,7 @@ where
             parts.headers.remove(header::CONTENT_LENGTH);
             Response::from_parts(parts, Body::from(body))
         }
-        _ => Response::from_parts(parts, Body::new(body)),
+        _ => Response::from_parts(parts, body),
     }
 }
 

@@ -4,7 +4,7 @@ use axum::http::{HeaderMap, HeaderName, header};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the legacy `keep-alive` and `proxy-connection`:
 /// they describe one connection and are never forwarded. (`HeaderName::as_str` is lowercase.)
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
