@@ -591,6 +591,32 @@ fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     })
 }
 
+/// One answer decoded from `bytes` as the exchange decodes it (head, then the body by its
+/// framing, as far as `bytes` go): `Ok(None)` while the head is incomplete. For the
+/// `upstream_answer` fuzz target; never panics.
+#[doc(hidden)]
+pub fn decode_answer(bytes: &[u8]) -> Result<Option<(StatusCode, HeaderMap, Vec<u8>)>, String> {
+    let Some(head) = parse_head(bytes).map_err(|error| error.to_string())? else {
+        return Ok(None);
+    };
+    let mut rest = BytesMut::from(&bytes[head.length..]);
+    let body = match head.framing {
+        Framing::Length(length) => {
+            let n = usize::try_from(length).map_or(rest.len(), |length| length.min(rest.len()));
+            rest[..n].to_vec()
+        }
+        Framing::UntilClose => rest.to_vec(),
+        Framing::Chunked(mut state) => {
+            let mut body = Vec::new();
+            while let Decoded::Data(data) = decode_chunked(&mut state, &mut rest)? {
+                body.extend_from_slice(&data);
+            }
+            body
+        }
+    };
+    Ok(Some((head.status, head.headers, body)))
+}
+
 /// An answer body that streams from its upstream connection, which goes back to the idle
 /// slot when the body's last byte has been read (and the connection can be reused).
 struct UpstreamBody {

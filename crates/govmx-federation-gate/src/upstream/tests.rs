@@ -150,6 +150,25 @@ fn bad_chunked_bodies_are_errors() {
     assert_eq!(chunk_size(b"ffffffffffffff").unwrap(), 0xff_ffff_ffff_ffff);
 }
 
+#[test]
+fn whole_answers_decode_for_the_fuzz_target() {
+    let (status, headers, body) = decode_answer(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: x-a\r\nX-A: 1\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (status, headers.len(), &body[..]),
+        (StatusCode::OK, 0, &b"ok"[..])
+    );
+    let (_, _, body) = decode_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcdef")
+        .unwrap()
+        .unwrap();
+    assert_eq!(body, b"abc");
+    assert_eq!(decode_answer(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
+    assert!(decode_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nq\r\n").is_err());
+}
+
 /// A scripted upstream: per connection, answers each request head with the next of
 /// `answers`, then closes when `close` is set. Counts connections; keeps the request heads.
 struct Scripted {
