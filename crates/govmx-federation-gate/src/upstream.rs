@@ -31,7 +31,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
@@ -394,35 +394,45 @@ struct Head {
     keep_alive: bool,
 }
 
-/// Parses an answer head from the start of `buf`: `None` while incomplete.
+/// Parses an answer head from the start of `buf`: `None` while incomplete. One pass over the
+/// header lines: each name is classified once, as the `HeaderName` the map stores.
 fn parse_head(buf: &[u8]) -> Result<Option<Head>, UpstreamError> {
-    let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut lines);
-    let length = match parsed.parse(buf)? {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let length = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        buf,
+        &mut slots,
+    )? {
         httparse::Status::Partial => return Ok(None),
         httparse::Status::Complete(length) => length,
     };
     let status = StatusCode::from_u16(parsed.code.unwrap_or(0))?;
-    let version = match parsed.version {
-        Some(1) => Version::HTTP_11,
-        _ => Version::HTTP_10,
-    };
-    let mut keep_alive = version == Version::HTTP_11;
+    let http10 = parsed.version != Some(1);
+    let mut keep_alive = !http10;
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
     let mut named_by_connection = false;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for line in parsed.headers.iter() {
-        if line.name.eq_ignore_ascii_case("connection") {
+        let name = HeaderName::from_bytes(line.name.as_bytes())?;
+        if name == header::CONNECTION {
             for token in tokens(line.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive |= version == Version::HTTP_10;
+                    keep_alive |= http10;
                 } else {
                     named_by_connection = true;
                 }
             }
-        } else if line.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
             let value = std::str::from_utf8(line.value)
                 .ok()
                 .map(str::trim)
@@ -433,11 +443,33 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, UpstreamError> {
                 return Err("the upstream sent conflicting Content-Length values".into());
             }
             content_length = Some(value);
-        } else if line.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if name == header::TRANSFER_ENCODING {
             // Chunked only when it is the last coding of the last Transfer-Encoding line.
             let last = tokens(line.value).last();
             transfer_encoding =
                 Some(last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")));
+        }
+        if !govmx_service::proxy::is_hop_by_hop(&name) {
+            headers.append(name, HeaderValue::from_bytes(line.value)?);
+        }
+    }
+    if transfer_encoding.is_some() {
+        // With Transfer-Encoding the length is the decoded body's, not the one sent.
+        headers.remove(header::CONTENT_LENGTH);
+        if content_length.is_some() {
+            // RFC 9112 §6.1: possibly smuggled; do not reuse the connection.
+            keep_alive = false;
+        }
+    }
+    if named_by_connection {
+        for line in parsed.headers.iter() {
+            if line.name.eq_ignore_ascii_case("connection") {
+                for token in tokens(line.value) {
+                    if let Ok(named) = HeaderName::from_bytes(token) {
+                        headers.remove(named);
+                    }
+                }
+            }
         }
     }
     let framing = match (transfer_encoding, content_length) {
@@ -446,34 +478,6 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, UpstreamError> {
         (None, Some(length)) => Framing::Length(length),
         (None, None) => Framing::UntilClose,
     };
-    if transfer_encoding.is_some() && content_length.is_some() {
-        // RFC 9112 §6.1: possibly smuggled; do not reuse the connection.
-        keep_alive = false;
-    }
-    let connection_tokens: Vec<&[u8]> = if named_by_connection {
-        parsed
-            .headers
-            .iter()
-            .filter(|line| line.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|line| tokens(line.value))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
-    for line in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(line.name.as_bytes())?;
-        // With Transfer-Encoding the length is the decoded body's, not the one sent.
-        if govmx_service::proxy::is_hop_by_hop(&name)
-            || (transfer_encoding.is_some() && name == header::CONTENT_LENGTH)
-            || connection_tokens
-                .iter()
-                .any(|token| token.eq_ignore_ascii_case(name.as_str().as_bytes()))
-        {
-            continue;
-        }
-        headers.append(name, HeaderValue::from_bytes(line.value)?);
-    }
     Ok(Some(Head {
         length,
         status,
