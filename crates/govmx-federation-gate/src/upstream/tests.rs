@@ -327,32 +327,26 @@ async fn bodies_until_close_and_broken_answers() {
         "not reused after a close-delimited body"
     );
 
-    let s = Scripted::start(
-        &[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
-        true,
-    )
-    .await;
-    let answer = s.upstream().send(get("/")).await.unwrap();
-    assert!(text(answer).await.is_err(), "a body cut short is an error");
-
-    let s = Scripted::start(
-        &[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"],
-        true,
-    )
-    .await;
-    let answer = s.upstream().send(get("/")).await.unwrap();
-    assert!(
-        text(answer).await.is_err(),
-        "a chunked body cut short is an error"
-    );
-
-    let s = Scripted::start(
-        &[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
-        true,
-    )
-    .await;
-    let answer = s.upstream().send(get("/")).await.unwrap();
-    assert!(text(answer).await.is_err(), "bad chunking is an error");
+    // Answers whose heads arrive but whose bodies break off or are badly chunked.
+    const BROKEN: [(&[&[u8]], &str); 3] = [
+        (
+            &[b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"],
+            "a body cut short",
+        ),
+        (
+            &[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nab"],
+            "a chunked body cut short",
+        ),
+        (
+            &[b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"],
+            "bad chunking",
+        ),
+    ];
+    for (answers, what) in BROKEN {
+        let s = Scripted::start(answers, true).await;
+        let answer = s.upstream().send(get("/")).await.unwrap();
+        assert!(text(answer).await.is_err(), "{what} is an error");
+    }
 
     let s = Scripted::start(&[b"NOT HTTP\r\n\r\n"], true).await;
     assert!(s.upstream().send(get("/")).await.is_err());
@@ -398,6 +392,12 @@ async fn echo_upstream() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) 
     (addr, task)
 }
 
+/// Sends `req` through `up`; the whole answer body.
+async fn exchange(up: &Upstream, req: Request<Body>) -> Bytes {
+    let answer = up.send(req).await.unwrap();
+    answer.into_body().collect().await.unwrap().to_bytes()
+}
+
 #[tokio::test]
 async fn request_bodies_reach_a_real_server_with_the_right_framing() {
     let (addr, _task) = echo_upstream().await;
@@ -408,15 +408,7 @@ async fn request_bodies_reach_a_real_server_with_the_right_framing() {
     let req = Request::put("/send/1")
         .body(Body::from(big.clone()))
         .unwrap();
-    let answer = up
-        .send(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let answer = exchange(&up, req).await;
     assert_eq!(&answer[..7], b"length\n");
     assert!(answer[7..] == big[..], "the long body arrives intact");
 
@@ -427,39 +419,15 @@ async fn request_bodies_reach_a_real_server_with_the_right_framing() {
         .collect();
     let stream = StreamBody::new(futures_util::stream::iter(pieces));
     let req = Request::post("/upload").body(Body::new(stream)).unwrap();
-    let answer = up
-        .send(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let answer = exchange(&up, req).await;
     assert_eq!(&answer[..8], b"chunked\n");
     assert!(answer[8..] == big[..], "the chunked body arrives intact");
 
     // An empty POST says so; a GET does not.
     let req = Request::post("/p").body(Body::empty()).unwrap();
-    let answer = up
-        .send(req)
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let answer = exchange(&up, req).await;
     assert_eq!(&answer[..], b"zero\n");
-    let answer = up
-        .send(get("/g"))
-        .await
-        .unwrap()
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes();
+    let answer = exchange(&up, get("/g")).await;
     assert_eq!(&answer[..], b"none\n");
 }
 
