@@ -686,8 +686,8 @@ where
             .into_response();
         }
     };
+    // No hop-by-hop header in `parts`: the upstream exchange drops them while it parses.
     let (mut parts, body) = response.into_parts();
-    govmx_service::proxy::strip_hop_by_hop(&mut parts.headers);
     match flagged {
         Some(flagged) if !flagged.is_empty() => {
             // Bounded: transaction answers are small.
