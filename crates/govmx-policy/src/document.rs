@@ -908,8 +908,11 @@ fn duplicate_server_names(
     let mut seen = hashbrown::HashTable::with_capacity(mine().count());
     let mut found = Vec::new();
     for (digest, index) in mine() {
-        let this = name(index);
-        if let Some(&first) = seen.find(digest, |&other| name(other).eq_ignore_ascii_case(this)) {
+        // The name is only read for a candidate with the same hash bits: most members are
+        // inserted without a look at their (cold) member record.
+        if let Some(&first) = seen.find(digest, |&other| {
+            name(other).eq_ignore_ascii_case(name(index))
+        }) {
             found.push((index, first));
         } else {
             // Sized for the partition: the table never grows, so this rehash is not called.
