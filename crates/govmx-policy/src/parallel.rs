@@ -368,7 +368,7 @@ mod tests {
     /// Every fifth organisation name has escapes (serde reads that member), the others are
     /// in the shape `member_json` reads by hand.
     fn plain(i: usize) -> String {
-        if i % 5 == 0 {
+        if i.is_multiple_of(5) {
             format!(r#"{{"id": "org-{i}", "displayName": "Organisation {i} \u00e4 \"x\""}}"#)
         } else {
             format!(r#"{{"displayName": "Organisation {i} ä", "id": "org-{i}"}}"#)
