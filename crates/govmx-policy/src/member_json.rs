@@ -107,23 +107,23 @@ impl<'a> Cursor<'a> {
         self.text.get(start..start + len)
     }
 
-    /// An object; `field` reads the value of each key (the cursor after the colon).
-    fn object(
+    /// The items of an object (`{…}`) or array (`[…]`): `item` reads each one; commas between.
+    fn items(
         &mut self,
-        mut field: impl FnMut(&mut Cursor<'a>, &'a str) -> Option<()>,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Cursor<'a>) -> Option<()>,
     ) -> Option<()> {
-        self.eat(b'{')?;
-        if self.peek()? == b'}' {
+        self.eat(open)?;
+        if self.peek()? == close {
             self.at += 1;
             return Some(());
         }
         loop {
-            let key = self.string()?;
-            self.eat(b':')?;
-            field(self, key)?;
+            item(self)?;
             match self.peek()? {
                 b',' => self.at += 1,
-                b'}' => {
+                byte if byte == close => {
                     self.at += 1;
                     return Some(());
                 }
@@ -132,25 +132,26 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// An object; `field` reads the value of each key (the cursor after the colon).
+    fn object(
+        &mut self,
+        mut field: impl FnMut(&mut Cursor<'a>, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        self.items(b'{', b'}', |cursor| {
+            let key = cursor.string()?;
+            cursor.eat(b':')?;
+            field(cursor, key)
+        })
+    }
+
     /// An array of strings.
     fn strings(&mut self) -> Option<Vec<String>> {
-        self.eat(b'[')?;
         let mut out = Vec::new();
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(out);
-        }
-        loop {
-            out.push(self.string()?.to_owned());
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(out);
-                }
-                _ => return None,
-            }
-        }
+        self.items(b'[', b']', |cursor| {
+            out.push(cursor.string()?.to_owned());
+            Some(())
+        })?;
+        Some(out)
     }
 
     /// `{"id": …, "displayName": …}` in either order.
