@@ -371,6 +371,31 @@ async fn inbound_loop(
     .await;
 }
 
+/// Runs a request's handler; when it answered without waiting for anything (a denial, an
+/// error: no upstream I/O), yields to the worker's other connections before the answer is
+/// written, so that one connection cannot hold its worker while the others wait.
+///
+/// Without this, a client that sends its next request at once (woken by the answer on the
+/// same CPU) found it already readable, and hyper served it in the same turn of the task, up
+/// to tokio's budget. On the deny path under `wrk`, runs fell into that mode at random: p50
+/// ~50 µs but p90 ~3 ms and p99 5-7 ms, the other connections of the worker waiting
+/// (docs/benchmarks.md). A flood of refused requests on one connection is also what the
+/// border sees under attack. Forwarded requests wait for the upstream, so the worker's other
+/// connections run meanwhile anyway and get no extra turn.
+async fn answered_in_turn<F: std::future::Future>(handler: F) -> F::Output {
+    let mut handler = std::pin::pin!(handler);
+    let mut polls = 0_u32;
+    let output = std::future::poll_fn(|cx| {
+        polls += 1;
+        handler.as_mut().poll(cx)
+    })
+    .await;
+    if polls == 1 {
+        tokio::task::yield_now().await;
+    }
+    output
+}
+
 async fn serve_tls_connection(
     tcp: std::net::TcpStream,
     peer: SocketAddr,
@@ -405,7 +430,11 @@ async fn serve_tls_connection(
     let service = service_fn(move |req| {
         let shared = shared.clone();
         let from = connection_peer.clone();
-        async move { Ok::<_, std::convert::Infallible>(inbound::handle(shared, req, &from).await) }
+        async move {
+            Ok::<_, std::convert::Infallible>(
+                answered_in_turn(inbound::handle(shared, req, &from)).await,
+            )
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -508,4 +537,50 @@ async fn explain(State(shared): State<Arc<Shared>>, Query(query): Query<ExplainQ
         "enforced": !shared.config.shadow,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::answered_in_turn;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_answer_ready_at_once_lets_the_other_connections_run_first() {
+        // Two "connections" on one worker: `flood` is answered at once every time, `other`
+        // has one request ready each turn.
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let flood = tokio::spawn({
+            let order = order.clone();
+            async move {
+                for _ in 0..3 {
+                    let answer = answered_in_turn(async { "answer" }).await;
+                    assert_eq!(answer, "answer");
+                    order.lock().expect("lock").push("flood");
+                }
+            }
+        });
+        let other = tokio::spawn({
+            let order = order.clone();
+            async move {
+                for _ in 0..3 {
+                    order.lock().expect("lock").push("other");
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+        flood.await.expect("flood task");
+        other.await.expect("other task");
+        let order = order.lock().expect("lock").clone();
+        assert_eq!(order.len(), 6);
+        // Without the yield the flood's three answers come in one turn, before `other` runs.
+        let first = order.iter().position(|&task| task == "flood");
+        let last = order.iter().rposition(|&task| task == "flood");
+        assert!(
+            first
+                .zip(last)
+                .is_some_and(|(first, last)| order[first..last].contains(&"other")),
+            "the other connection waited for all of the flood's answers: {order:?}"
+        );
+    }
 }
