@@ -118,7 +118,7 @@ pub struct PolicyList {
     version: u64,
     /// Pinned keys of member `i`, decoded (base64, Ed25519 point) on the first request that
     /// needs them.
-    pinned: Vec<OnceLock<Vec<PinnedKey>>>,
+    pinned: PinnedCells,
     /// `(lower-case host, port)` of every delegated host → member index.
     delegated: HashMap<(String, u16), usize>,
     /// Lower-case name → member index, only for names written with upper-case letters
@@ -226,9 +226,9 @@ pub fn verify_bundle_buffered(
     let verified = verified?;
     let docs = parsed?;
     let set = PolicySet::new(docs, own).map_err(|errors| PolicyError::Documents(join(&errors)))?;
-    let (pinned, delegated, mixed_case) = gate_indexes(&set.federation().servers);
+    let (delegated, mixed_case) = gate_indexes(&set.federation().servers);
     Ok(PolicyList {
-        pinned,
+        pinned: PinnedCells::new(set.federation().servers.len()),
         set,
         version: verified.bundle_version,
         delegated,
@@ -246,17 +246,10 @@ const INDEX_THREADS: usize = 8;
 type DelegatedIndex = HashMap<(String, u16), usize>;
 type MixedCaseIndex = HashMap<String, usize>;
 
-/// What the gate keeps beyond the policy set: an empty pinned-key cell per member, the
-/// delegated hosts and the names with upper-case letters. A large list is gone over in slices
-/// on scoped threads (the cells are allocated meanwhile on the calling thread); the slices'
+/// What the gate indexes beyond the policy set: the delegated hosts and the names with
+/// upper-case letters. A large list is gone over in slices on scoped threads; the slices'
 /// findings are merged in list order, so the first member naming a delegated host keeps it.
-fn gate_indexes(
-    servers: &[govmx_policy::FederationMember],
-) -> (
-    Vec<OnceLock<Vec<PinnedKey>>>,
-    DelegatedIndex,
-    MixedCaseIndex,
-) {
+fn gate_indexes(servers: &[govmx_policy::FederationMember]) -> (DelegatedIndex, MixedCaseIndex) {
     type Found = (Vec<((String, u16), usize)>, Vec<(String, usize)>);
     let slice = |first: usize, members: &[govmx_policy::FederationMember]| -> Found {
         let mut found: Found = (Vec::new(), Vec::new());
@@ -272,13 +265,8 @@ fn gate_indexes(
         }
         found
     };
-    let cells = || {
-        std::iter::repeat_with(OnceLock::new)
-            .take(servers.len())
-            .collect()
-    };
-    let (pinned, slices): (_, Vec<Found>) = if servers.len() < MIN_PARALLEL_INDEX {
-        (cells(), vec![slice(0, servers)])
+    let slices: Vec<Found> = if servers.len() < MIN_PARALLEL_INDEX {
+        vec![slice(0, servers)]
     } else {
         let per_slice = servers.len().div_ceil(INDEX_THREADS);
         std::thread::scope(|scope| {
@@ -292,8 +280,7 @@ fn gate_indexes(
                     (first, members, thread)
                 })
                 .collect();
-            let pinned = cells();
-            let found = spawned
+            spawned
                 .into_iter()
                 .map(|(first, members, thread)| match thread {
                     Ok(thread) => thread
@@ -302,8 +289,7 @@ fn gate_indexes(
                     // A thread the OS refuses is no error: that slice is gone over here.
                     Err(_) => slice(first, members),
                 })
-                .collect();
-            (pinned, found)
+                .collect()
         })
     };
     let mut delegated = HashMap::new();
@@ -314,7 +300,42 @@ fn gate_indexes(
         }
         mixed_case.extend(names);
     }
-    (pinned, delegated, mixed_case)
+    (delegated, mixed_case)
+}
+
+/// Members per page of [`PinnedCells`].
+const PINNED_PAGE: usize = 256;
+
+/// One pinned-key cell per member, in pages of [`PINNED_PAGE`] cells that are allocated on
+/// the first request for one of their members. A reload allocates one slot per page, not a
+/// cell per member: for 100,000 members that was 3.2 MB of fresh memory per reload and about a
+/// third of its page faults (docs/benchmarks.md), for a cache that only strict mode reads.
+#[derive(Debug)]
+struct PinnedCells {
+    pages: Vec<OnceLock<Box<[PinnedCell]>>>,
+}
+
+/// The decoded pinned keys of one member, once a request needed them.
+type PinnedCell = OnceLock<Vec<PinnedKey>>;
+
+impl PinnedCells {
+    fn new(members: usize) -> PinnedCells {
+        PinnedCells {
+            pages: std::iter::repeat_with(OnceLock::new)
+                .take(members.div_ceil(PINNED_PAGE))
+                .collect(),
+        }
+    }
+
+    /// The cell of member `index` (which must be below the member count).
+    fn cell(&self, index: usize) -> &PinnedCell {
+        let page = self.pages[index / PINNED_PAGE].get_or_init(|| {
+            std::iter::repeat_with(OnceLock::new)
+                .take(PINNED_PAGE)
+                .collect()
+        });
+        &page[index % PINNED_PAGE]
+    }
 }
 
 /// Parses and checks every document of the bundle (all but the signature file).
@@ -412,7 +433,7 @@ impl PolicyList {
 
     fn entry(&self, index: usize) -> ServerEntry<'_> {
         let member = &self.set.federation().servers[index];
-        let signing_keys = self.pinned[index].get_or_init(|| {
+        let signing_keys = self.pinned.cell(index).get_or_init(|| {
             member
                 .signing_keys
                 .iter()
@@ -758,8 +779,37 @@ mod tests {
     use super::testing::*;
     use super::*;
 
+    /// Pinned-key cells: one per member, each page allocated on first use and kept.
+    #[test]
+    fn pinned_cells_are_one_per_member_in_pages_allocated_on_first_use() {
+        let members = 2 * PINNED_PAGE + 3;
+        let cells = PinnedCells::new(members);
+        assert_eq!(cells.pages.len(), 3);
+        assert!(cells.pages.iter().all(|page| page.get().is_none()));
+        let key = PinnedKey {
+            key_id: "ed25519:a".to_owned(),
+            key: VerifyingKey::from_bytes(&[0; 32]).expect("the identity point decodes"),
+        };
+        cells
+            .cell(PINNED_PAGE + 1)
+            .set(vec![key])
+            .expect("a new cell is empty");
+        assert!(cells.pages[0].get().is_none() && cells.pages[2].get().is_none());
+        assert_eq!(cells.cell(PINNED_PAGE + 1).get().map(Vec::len), Some(1));
+        for empty in [
+            0,
+            PINNED_PAGE - 1,
+            PINNED_PAGE,
+            PINNED_PAGE + 2,
+            members - 1,
+        ] {
+            assert!(cells.cell(empty).get().is_none(), "cell {empty}");
+        }
+        assert!(cells.pages.iter().all(|page| page.get().is_some()));
+    }
+
     /// A large list's gate indexes are built in slices on several threads: the same maps as one
-    /// pass, the first member naming a delegated host keeping it, one pinned-key cell each.
+    /// pass, the first member naming a delegated host keeping it.
     #[test]
     fn gate_indexes_of_a_large_list_are_those_of_one_pass() {
         use govmx_policy::{FederationMember, Organisation, ServerClass, ServerNameSpec};
@@ -784,8 +834,7 @@ mod tests {
                 _ => member(&format!("s{i}.example.de"), &[]),
             })
             .collect();
-        let (pinned, delegated, mixed_case) = gate_indexes(&servers);
-        assert_eq!(pinned.len(), servers.len());
+        let (delegated, mixed_case) = gate_indexes(&servers);
         let host = |name: &str, port| (name.to_owned(), port);
         assert_eq!(
             delegated,
