@@ -321,21 +321,20 @@ type PinnedCell = OnceLock<Vec<PinnedKey>>;
 impl PinnedCells {
     fn new(members: usize) -> PinnedCells {
         PinnedCells {
-            pages: std::iter::repeat_with(OnceLock::new)
-                .take(members.div_ceil(PINNED_PAGE))
-                .collect(),
+            pages: empty_cells(members.div_ceil(PINNED_PAGE)),
         }
     }
 
     /// The cell of member `index` (which must be below the member count).
     fn cell(&self, index: usize) -> &PinnedCell {
-        let page = self.pages[index / PINNED_PAGE].get_or_init(|| {
-            std::iter::repeat_with(OnceLock::new)
-                .take(PINNED_PAGE)
-                .collect()
-        });
+        let page = self.pages[index / PINNED_PAGE].get_or_init(|| empty_cells(PINNED_PAGE));
         &page[index % PINNED_PAGE]
     }
+}
+
+/// `count` empty cells.
+fn empty_cells<T, C: FromIterator<OnceLock<T>>>(count: usize) -> C {
+    std::iter::repeat_with(OnceLock::new).take(count).collect()
 }
 
 /// Parses and checks every document of the bundle (all but the signature file).
