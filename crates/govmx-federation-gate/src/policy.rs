@@ -11,7 +11,6 @@
 //! `gate.origin.invalid` (not a server name) and `gate.origin.self` (a peer claiming to be us).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -20,7 +19,7 @@ use ed25519_dalek::VerifyingKey;
 pub use govmx_policy::MemberBuffer;
 use govmx_policy::bundle;
 pub use govmx_policy::bundle::SIGNATURES_FILE;
-use govmx_policy::{Document, ParsedDocument, PolicySet, parse_document};
+use govmx_policy::{Document, LazyCells, ParsedDocument, PolicySet, parse_document};
 use ruma_common::ServerName;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -118,7 +117,7 @@ pub struct PolicyList {
     version: u64,
     /// Pinned keys of member `i`, decoded (base64, Ed25519 point) on the first request that
     /// needs them.
-    pinned: PinnedCells,
+    pinned: LazyCells<PinnedCell>,
     /// `(lower-case host, port)` of every delegated host → member index.
     delegated: HashMap<(String, u16), usize>,
     /// Lower-case name → member index, only for names written with upper-case letters
@@ -228,7 +227,7 @@ pub fn verify_bundle_buffered(
     let set = PolicySet::new(docs, own).map_err(|errors| PolicyError::Documents(join(&errors)))?;
     let (delegated, mixed_case) = gate_indexes(&set.federation().servers);
     Ok(PolicyList {
-        pinned: PinnedCells::new(set.federation().servers.len()),
+        pinned: LazyCells::new(set.federation().servers.len()),
         set,
         version: verified.bundle_version,
         delegated,
@@ -303,39 +302,8 @@ fn gate_indexes(servers: &[govmx_policy::FederationMember]) -> (DelegatedIndex, 
     (delegated, mixed_case)
 }
 
-/// Members per page of [`PinnedCells`].
-const PINNED_PAGE: usize = 256;
-
-/// One pinned-key cell per member, in pages of [`PINNED_PAGE`] cells that are allocated on
-/// the first request for one of their members. A reload allocates one slot per page, not a
-/// cell per member: for 100,000 members that was 3.2 MB of fresh memory per reload and about a
-/// third of its page faults (docs/benchmarks.md), for a cache that only strict mode reads.
-#[derive(Debug)]
-struct PinnedCells {
-    pages: Vec<OnceLock<Box<[PinnedCell]>>>,
-}
-
 /// The decoded pinned keys of one member, once a request needed them.
-type PinnedCell = OnceLock<Vec<PinnedKey>>;
-
-impl PinnedCells {
-    fn new(members: usize) -> PinnedCells {
-        PinnedCells {
-            pages: empty_cells(members.div_ceil(PINNED_PAGE)),
-        }
-    }
-
-    /// The cell of member `index` (which must be below the member count).
-    fn cell(&self, index: usize) -> &PinnedCell {
-        let page = self.pages[index / PINNED_PAGE].get_or_init(|| empty_cells(PINNED_PAGE));
-        &page[index % PINNED_PAGE]
-    }
-}
-
-/// `count` empty cells.
-fn empty_cells<T, C: FromIterator<OnceLock<T>>>(count: usize) -> C {
-    std::iter::repeat_with(OnceLock::new).take(count).collect()
-}
+type PinnedCell = Vec<PinnedKey>;
 
 /// Parses and checks every document of the bundle (all but the signature file).
 fn parse_documents(
@@ -777,35 +745,6 @@ pub mod testing {
 mod tests {
     use super::testing::*;
     use super::*;
-
-    /// Pinned-key cells: one per member, each page allocated on first use and kept.
-    #[test]
-    fn pinned_cells_are_one_per_member_in_pages_allocated_on_first_use() {
-        let members = 2 * PINNED_PAGE + 3;
-        let cells = PinnedCells::new(members);
-        assert_eq!(cells.pages.len(), 3);
-        assert!(cells.pages.iter().all(|page| page.get().is_none()));
-        let key = PinnedKey {
-            key_id: "ed25519:a".to_owned(),
-            key: VerifyingKey::from_bytes(&[0; 32]).expect("the identity point decodes"),
-        };
-        cells
-            .cell(PINNED_PAGE + 1)
-            .set(vec![key])
-            .expect("a new cell is empty");
-        assert!(cells.pages[0].get().is_none() && cells.pages[2].get().is_none());
-        assert_eq!(cells.cell(PINNED_PAGE + 1).get().map(Vec::len), Some(1));
-        for empty in [
-            0,
-            PINNED_PAGE - 1,
-            PINNED_PAGE,
-            PINNED_PAGE + 2,
-            members - 1,
-        ] {
-            assert!(cells.cell(empty).get().is_none(), "cell {empty}");
-        }
-        assert!(cells.pages.iter().all(|page| page.get().is_some()));
-    }
 
     /// A large list's gate indexes are built in slices on several threads: the same maps as one
     /// pass, the first member naming a delegated host keeping it.

@@ -14,6 +14,7 @@
 //! **Architecture invariant**: this crate does no I/O, reads no environment and no clock;
 //! callers hand in bytes and `now`.
 
+mod cells;
 mod decision;
 mod diag;
 mod document;
@@ -37,6 +38,7 @@ pub fn read_json_member(text: &str) -> Option<(FederationMember, usize)> {
     member_json::member(text, 0)
 }
 
+pub use cells::{CELLS_PER_PAGE, LazyCells};
 pub use decision::{Decision, Verdict};
 pub use diag::{PolicyError, rules};
 pub use document::{

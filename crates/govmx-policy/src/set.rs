@@ -4,13 +4,13 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher as _;
-use std::sync::OnceLock;
 
 use hashbrown::HashTable;
 
 use ruma_common::{OwnedServerName, ServerName, UserId};
 use time::OffsetDateTime;
 
+use crate::cells::LazyCells;
 use crate::decision::Decision;
 use crate::diag::{PolicyError, rules};
 use crate::document::{Document, MAX_CLOCK_SKEW, ParsedDocument, sorted};
@@ -190,7 +190,7 @@ pub struct PolicySet {
     member_hasher: foldhash::fast::RandomState,
     /// Per member: `member:<name>` and the allow reason, formatted on the first decision for this
     /// server: a reload of a 100,000-server list must not format 200,000 strings up front.
-    member_texts: Vec<OnceLock<Box<MemberTexts>>>,
+    member_texts: LazyCells<MemberTexts>,
     /// Official account patterns by server name: (agency index, pattern).
     accounts: HashMap<Box<str>, Vec<(usize, AccountPattern)>>,
     /// Exact agency server names → agency index.
@@ -232,61 +232,77 @@ const MIN_PARTITIONED_MEMBERS: usize = 20_000;
 const MEMBER_PARTS: usize = 8;
 
 /// The member index of `servers`: its tables, how many (1 or [`MEMBER_PARTS`]) and the names
-/// buffer the slots point into. A large list is hashed in slices and the tables filled, one
-/// per partition, on scoped threads: each name is hashed once, each table sized for its
-/// partition up front.
+/// buffer the slots point into. A large list is gone over in slices on scoped threads (each
+/// copies its slice's names, makes their slots and hashes them), and then the tables are
+/// filled, one per partition, on scoped threads: each name is hashed once, each table sized for
+/// its partition up front. Between the two rounds only the slices' names are put together.
 fn member_index(
     servers: &[FederationMember],
     hasher: &foldhash::fast::RandomState,
 ) -> (Vec<HashTable<MemberSlot>>, usize, String) {
-    let mut names = String::with_capacity(
-        servers
-            .iter()
-            .map(|server| server.server_name.0.as_str().len())
-            .sum(),
-    );
-    // Offsets and indexes fit in u32: a document is at most MAX_DOCUMENT_BYTES (16 MiB).
-    let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let slots: Vec<MemberSlot> = servers
-        .iter()
-        .enumerate()
-        .map(|(index, server)| {
-            let name = server.server_name.0.as_str();
-            let slot = MemberSlot {
-                start: as_u32(names.len()),
-                len: as_u32(name.len()),
-                index: as_u32(index),
-            };
-            names.push_str(name);
-            slot
-        })
-        .collect();
     let parts = if servers.len() >= MIN_PARTITIONED_MEMBERS {
         MEMBER_PARTS
     } else {
         1
     };
-    let per_part = slots.len().div_ceil(parts).max(1);
+    let per_part = servers.len().div_ceil(parts).max(1);
+    // Offsets and indexes fit in u32: a document is at most MAX_DOCUMENT_BYTES (16 MiB).
+    let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    // Per slice: its names, and its slots (offsets into those names) with their hashes.
+    let slices = in_parts(parts, |k| {
+        let range = slice_range(k, per_part, servers.len());
+        let first = range.start;
+        let slice = &servers[range];
+        let mut names = String::with_capacity(
+            slice
+                .iter()
+                .map(|server| server.server_name.0.as_str().len())
+                .sum(),
+        );
+        let slots: Vec<(MemberSlot, u64)> = (first..)
+            .zip(slice)
+            .map(|(index, server)| {
+                let name = server.server_name.0.as_str();
+                let slot = MemberSlot {
+                    start: as_u32(names.len()),
+                    len: as_u32(name.len()),
+                    index: as_u32(index),
+                };
+                names.push_str(name);
+                (slot, hasher.hash_one(name))
+            })
+            .collect();
+        (names, slots)
+    });
+    let mut names = String::with_capacity(slices.iter().map(|(names, _)| names.len()).sum());
+    let mut bases = Vec::with_capacity(slices.len());
+    for (slice_names, _) in &slices {
+        bases.push(as_u32(names.len()));
+        names.push_str(slice_names);
+    }
     let names_ref = &names;
     let hash = |slot: &MemberSlot| hasher.hash_one(slot.name(names_ref));
-    let hashes = in_parts(parts, |k| {
-        slots[slice_range(k, per_part, slots.len())]
-            .iter()
-            .map(hash)
-            .collect::<Vec<u64>>()
-    });
     let tables = in_parts(parts, |k| {
         let mine = || {
-            slots
+            slices
                 .iter()
-                .zip(hashes.iter().flatten())
-                .filter(|&(_, &digest)| partition(digest, parts) == k)
+                .zip(&bases)
+                .flat_map(|((_, slots), &base)| {
+                    slots
+                        .iter()
+                        .map(move |&(slot, digest)| (slot, base, digest))
+                })
+                .filter(|&(_, _, digest)| partition(digest, parts) == k)
         };
         let mut table = HashTable::with_capacity(mine().count());
-        for (slot, &digest) in mine() {
+        for (slot, base, digest) in mine() {
+            let slot = MemberSlot {
+                start: slot.start + base,
+                ..slot
+            };
             // Names are unique (the document check refuses duplicates); the table never
             // grows, so `hash` is not called.
-            table.insert_unique(digest, *slot, hash);
+            table.insert_unique(digest, slot, hash);
         }
         table
     });
@@ -360,9 +376,7 @@ impl PolicySet {
         let member_hasher = foldhash::fast::RandomState::default();
         let (members, member_parts, member_names) =
             member_index(&federation.servers, &member_hasher);
-        let member_texts = std::iter::repeat_with(OnceLock::new)
-            .take(federation.servers.len())
-            .collect();
+        let member_texts = LazyCells::new(federation.servers.len());
         let mut accounts: HashMap<Box<str>, Vec<(usize, AccountPattern)>> = HashMap::new();
         let mut agency_servers = HashMap::new();
         let mut agency_wildcards = Vec::new();
@@ -529,9 +543,9 @@ impl PolicySet {
         }
         match self.member(origin.as_str()) {
             Some((index, server)) => {
-                let (rule, reason) = &**self.member_texts[index].get_or_init(|| {
+                let (rule, reason) = self.member_texts.cell(index).get_or_init(|| {
                     let list = &self.federation.metadata;
-                    Box::new((
+                    (
                         format!("member:{}", server.server_name).into(),
                         format!(
                             "{} ({}, class {}) is on federation list {:?} version {}",
@@ -542,7 +556,7 @@ impl PolicySet {
                             list.version
                         )
                         .into(),
-                    ))
+                    )
                 });
                 Decision::allow(&**rule, &**reason)
             }
