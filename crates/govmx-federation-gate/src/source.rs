@@ -207,7 +207,7 @@ fn read_file(path: &Path, spare: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
         buffer.truncate(size);
         buffer
     } else {
-        vec![0; size]
+        zeroed_in_parallel(size)
     };
     read_parallel(&file, &mut buffer)?;
     // Changed while read (a publisher writing in place rather than swapping): refused now, read
@@ -216,6 +216,30 @@ fn read_file(path: &Path, spare: &mut Vec<u8>) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other("the file grew while it was read"));
     }
     Ok(buffer)
+}
+
+/// `len` zero bytes in new memory whose pages [`READ_PARTS`] threads touched first, each its own
+/// range. `vec![0; len]` has the allocator (mimalloc) zero the memory with one `memset` on this
+/// thread, faulting in ~3,400 fresh pages one after the other before any read starts: most of
+/// a first large list's read time, and longer under load (`docs/benchmarks.md`).
+fn zeroed_in_parallel(len: usize) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(len);
+    let part = len.div_ceil(READ_PARTS).max(1);
+    std::thread::scope(|scope| {
+        for range in buffer.spare_capacity_mut()[..len].chunks_mut(part) {
+            // A thread the OS refuses is no error: the resize below faults those pages in.
+            let _ = std::thread::Builder::new()
+                .name("govmx-read".to_owned())
+                .spawn_scoped(scope, move || {
+                    for page in range.chunks_mut(4096) {
+                        page[0] = std::mem::MaybeUninit::new(0);
+                    }
+                });
+        }
+    });
+    // The pages are mapped now: this is a plain memset.
+    buffer.resize(len, 0);
+    buffer
 }
 
 /// Fills `buffer` from the start of `file` in [`READ_PARTS`] ranges on scoped threads (on this
@@ -300,6 +324,15 @@ mod tests {
         );
         assert_eq!(&files["media.yaml"][..], b"small");
         assert_eq!(spare.capacity(), 0, "the spare was taken");
+    }
+
+    #[test]
+    fn memory_zeroed_in_parallel_is_all_zero_and_as_long_as_asked() {
+        for len in [0, 1, 4095, 4097, (3 << 20) + 13] {
+            let buffer = zeroed_in_parallel(len);
+            assert_eq!(buffer.len(), len);
+            assert!(buffer.iter().all(|&byte| byte == 0), "{len}");
+        }
     }
 
     #[test]
