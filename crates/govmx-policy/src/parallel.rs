@@ -142,10 +142,16 @@ pub(crate) fn federation_list<P: Send>(
 /// Bytes at the start of the `servers` array that [`estimate_members`] looks at.
 const SAMPLE_BYTES: usize = 64 << 10;
 
+/// Fewer bytes than the smallest member a list can hold
+/// (`{"serverName":"a","organisation":{"id":"a","displayName":""},"class":"agency"}` has 78).
+const MIN_MEMBER_BYTES: usize = 64;
+
 /// How many members the `servers` array that starts at `start` holds, estimated from how many
 /// `"serverName"` keys (one per member) its first [`SAMPLE_BYTES`] have; 0 when the sample has
-/// none. Only sizes memory: a wrong estimate costs a reallocation or
-/// unused room, never a different result.
+/// none. Only sizes memory: a wrong estimate costs a reallocation or unused room, never a
+/// different result. Never more than fit in the text at [`MIN_MEMBER_BYTES`] each: the parse
+/// runs before the signatures are checked, and a sample crowded with keys must not size
+/// memory beyond what a real list could need.
 fn estimate_members(text: &str, start: usize) -> usize {
     let mut end = (start + SAMPLE_BYTES).min(text.len());
     while !text.is_char_boundary(end) {
@@ -156,7 +162,8 @@ fn estimate_members(text: &str, start: usize) -> usize {
     if found == 0 {
         return 0;
     }
-    (text.len() - start) / (sample.len() / found).max(1)
+    let span = text.len() - start;
+    (span / (sample.len() / found).max(1)).min(span / MIN_MEMBER_BYTES)
 }
 
 /// `part(k)` for every `k` in `0..parts`, in that order: part 0 on the calling thread, the
@@ -507,6 +514,10 @@ mod tests {
         assert!((36_000..=44_000).contains(&estimate), "{estimate}");
         assert_eq!(estimate_members(&text, text.len() - 2), 0);
         assert_eq!(estimate_members("{\"servers\": [\"ä\"]}", 13), 0);
+        // A sample crowded with keys: capped at the smallest possible members.
+        let crowded = format!("{{\"servers\": [{}]}}", "\"serverName\",".repeat(100_000));
+        let span = crowded.len() - 13;
+        assert_eq!(estimate_members(&crowded, 13), span / MIN_MEMBER_BYTES);
     }
 
     /// Without a buffer the members land in memory prepared on another thread while the chunks
