@@ -87,6 +87,8 @@ pub(crate) fn federation_list<P: Send>(
         // Chunk 0 (parsed here) reserves room for the whole array, so appending the others does
         // not move it; in the buffer's memory when there is one. With a destination it is
         // copied like the others.
+        // The buffer is taken either way: with a destination it was too small, and is freed
+        // here rather than handed back to be offered again.
         let mut first = std::mem::take(buffer);
         first.clear();
         if destination.is_some() {
