@@ -33,7 +33,8 @@ impl<T> LazyCells<T> {
     }
 
     /// How many pages have been allocated so far.
-    pub fn pages_in_use(&self) -> usize {
+    #[cfg(test)]
+    fn pages_in_use(&self) -> usize {
         self.pages
             .iter()
             .filter(|page| page.get().is_some())
